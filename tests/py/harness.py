@@ -248,3 +248,9 @@ MINIMAL_ARGS: dict[str, dict[str, Any]] = {
     "initial_sysom": {"uid": UID},
     "check_sysom_initialed": {"uid": UID},
 }
+
+
+def raw_payload(response: dict) -> dict:
+    """payload() for a raw JSON-RPC tools/call response (RawStdio)."""
+    assert "result" in response, f"JSON-RPC error: {response.get('error')}"
+    return payload(response["result"])

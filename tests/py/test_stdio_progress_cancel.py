@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import harness
-from harness import INSTANCE, UID, RawStdio, payload
+from harness import INSTANCE, UID, RawStdio, payload, raw_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -19,12 +19,23 @@ def poll_count(mock) -> int:
     return len(mock.requests(action="GetDiagnosisResult"))
 
 
-def assert_polling_stopped(mock, settle: float = 0.3, watch: float = 0.6):
-    """After cancellation, at most in-flight polls finish; then the count must stay put."""
-    time.sleep(settle)
+SETTLE, WATCH = 0.3, 0.6  # let in-flight polls finish, then watch 12 poll intervals of 50 ms
+STOPPED = "GetDiagnosisResult polling continued after cancellation"
+
+
+def assert_polling_stopped(mock):
+    time.sleep(SETTLE)
     before = poll_count(mock)
-    time.sleep(watch)  # 12 poll intervals of 50 ms
-    assert poll_count(mock) == before, "GetDiagnosisResult polling continued after cancellation"
+    time.sleep(WATCH)
+    assert poll_count(mock) == before, STOPPED
+
+
+async def assert_polling_stopped_async(mock):
+    # Must not block the event loop: the client writes its courtesy cancel from it.
+    await anyio.sleep(SETTLE)
+    before = poll_count(mock)
+    await anyio.sleep(WATCH)
+    assert poll_count(mock) == before, STOPPED
 
 
 async def test_progress_notifications(mcp_client, mock):
@@ -54,7 +65,7 @@ def test_cancel_notification_stops_polling(mock, env, config_file, tmp_path):
         assert_polling_stopped(mock)
         # The session stays usable after a cancellation.
         resp = srv.call_tool("list_history_tasks", {"days": 1})
-        assert resp["result"]["structuredContent"]["code"] == "Success"
+        assert raw_payload(resp)["code"] == "Success"
 
 
 @pytest.mark.skipif(harness.MCP_MAJOR < 2, reason="mcp 1.x does not send notifications/cancelled when the "
@@ -65,4 +76,4 @@ async def test_client_side_cancellation_stops_polling(mcp_client, mock):
         await mcp_client.call("packetdrop", DIAG_ARGS)
     assert scope.cancelled_caught
     assert poll_count(mock) >= 1
-    assert_polling_stopped(mock)
+    await assert_polling_stopped_async(mock)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 import harness
-from harness import INSTANCE, UID, RawStdio
+from harness import INSTANCE, UID, RawStdio, raw_payload
 from control import MockSysom
 
 CANARY_AKID = "LTAI5tCanaryAccessKeyId"
@@ -67,7 +67,7 @@ def test_no_secrets_in_output_at_trace_level(canary_mock, config_file, tmp_path,
     with RawStdio(canary_env(canary_mock, tmp_path), ["--config", str(config_file)], stderr_path) as srv:
         exercise(srv, canary_mock)
         ok = srv.call_tool("list_history_tasks", {"days": 1})
-    assert ok["result"]["structuredContent"]["code"] == "Success", "STS credentials were not used"
+    assert raw_payload(ok)["code"] == "Success", "STS credentials were not used"
     _, stderr = assert_clean(srv, stderr_path)
     assert stderr.strip(), "RUST_LOG=trace produced no log at all; the leak check would be vacuous"
     # The upstream really got the token (so it was in the process and still not printed).
