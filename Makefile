@@ -1,0 +1,52 @@
+# sysom-mcp developer Makefile.
+#
+#   make release        cargo build --release --locked
+#   make deb            Debian package  -> dist/sysom-mcp_<version>-1_<arch>.deb
+#   make rpm            RPM package     -> dist/sysom-mcp-<version>-1.<arch>.rpm
+#   make package-check  packaging/check.sh: build both, lintian, rpmlint,
+#                       file lists, scriptlets, systemd-analyze, firewall files
+#
+# Packaging needs: debhelper dpkg-dev rpm (package-check installs them).
+
+CARGO ?= cargo
+DIST ?= dist
+BIN := target/release/sysom-mcp
+
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+DEB_ARCH = $(shell dpkg --print-architecture)
+# Debian's rpm has an empty package database: BuildRequires cannot be met
+# there, so skip the check unless rpm itself is an installed RPM.
+RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
+
+.PHONY: release deb rpm package-check
+
+release:
+	$(CARGO) build --release --locked
+
+# debian/rules runs `cargo build --release --locked` itself.
+# dpkg-buildpackage writes its results to the parent directory; move ours.
+deb:
+	dpkg-buildpackage -us -uc -b -d
+	mkdir -p $(DIST)
+	mv ../sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).deb \
+	   ../sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).changes \
+	   ../sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).buildinfo $(DIST)/
+	@echo "built $(DIST)/sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).deb"
+
+# The spec packages the binary built by `release` (see rpm/sysom-mcp.spec).
+rpm: release
+	rm -rf $(DIST)/rpmbuild
+	rpmbuild -bb $(RPMBUILD_FLAGS) \
+	    --define "_sourcedir $(CURDIR)" \
+	    --define "_topdir $(CURDIR)/$(DIST)/rpmbuild" \
+	    rpm/sysom-mcp.spec
+	cp $(DIST)/rpmbuild/RPMS/*/sysom-mcp-*.rpm $(DIST)/
+	rm -rf $(DIST)/rpmbuild
+	@ls $(DIST)/sysom-mcp-*.rpm
+
+package-check:
+	packaging/check.sh
+
+# ---------------------------------------------------------------------------
+# Development targets (test, lint, fmt, ...) go below this line.
+# ---------------------------------------------------------------------------
