@@ -414,3 +414,22 @@ def test_reset_clears_log_and_scenario(mock):
     mock.reset()
     assert mock.requests(kind=None) == []
     assert mock.state()["scenario"]["role_exist"] is True
+
+
+def test_cli_port_file_and_stdout(tmp_path):
+    import subprocess
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-I", ms.__file__, "--port", "0", "--access-key-id", "A",
+                             "--access-key-secret", "S", "--port-file", str(port_file)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("MOCK_SYSOM_PORT=")
+        port = int(line.split("=", 1)[1])
+        assert int(port_file.read_text()) == port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/__mock/requests")
+        assert json.loads(conn.getresponse().read()) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

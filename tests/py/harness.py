@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -111,14 +112,28 @@ async def open_session(env: dict[str, str], args: list[str] | None = None, errlo
 
     argv = ["--stdio"] + (["--config", str(config)] if config else []) + (args or [])
     params = StdioServerParameters(command=str(binary_path()), args=argv, env=env, cwd=str(REPO_ROOT))
-    errlog = open(errlog_path, "w") if errlog_path else open(os.devnull, "w")  # noqa: SIM115
+    own_log = errlog_path is None
+    if own_log:
+        fd, name = tempfile.mkstemp(prefix="sysom-mcp-stderr-", suffix=".log")
+        os.close(fd)
+        errlog_path = Path(name)
+    errlog = open(errlog_path, "w")  # noqa: SIM115
     try:
         async with stdio_client(params, errlog=errlog) as (read, write):
             async with ClientSession(read, write) as session:
-                await session.initialize()
+                try:
+                    await session.initialize()
+                except Exception as e:
+                    # Show why the server died instead of a bare "Connection closed".
+                    errlog.flush()
+                    tail = errlog_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"sysom-mcp {' '.join(argv)} failed to initialize: {e!r}\n"
+                                       f"--- its stderr ---\n{tail}") from e
                 yield Client(session)
     finally:
         errlog.close()
+        if own_log:
+            errlog_path.unlink(missing_ok=True)
 
 
 class RawStdio:
@@ -254,3 +269,11 @@ def raw_payload(response: dict) -> dict:
     """payload() for a raw JSON-RPC tools/call response (RawStdio)."""
     assert "result" in response, f"JSON-RPC error: {response.get('error')}"
     return payload(response["result"])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port (for --port in HTTP-mode tests)."""
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
