@@ -1,0 +1,204 @@
+//! `sysom-mcp check`: the deployment guide's troubleshooting section, automated. Validates the
+//! configuration, shows where each setting came from, makes one harmless signed call
+//! (`InitialSysom` with `check_only`) and reports socket/unit state. Exit 0 or 1.
+
+use std::{process::Command, time::Duration};
+
+use crate::{
+    app::{Exit, build_services},
+    config::{self, ServerArgs},
+    credentials,
+    http::auth::Tokens,
+    tools::envelope,
+    upstream::ops,
+};
+
+/// Where a setting's value came from: a flag, the environment, the file, or the default.
+fn source(flag: &str, env: &str, in_file: bool) -> &'static str {
+    if std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+        "flag"
+    } else if config::process_env(env).is_some() {
+        "environment"
+    } else if in_file {
+        "config file"
+    } else {
+        "default"
+    }
+}
+
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str) {
+        println!("  ok    {what}");
+    }
+    fn problem(&mut self, what: &str, fix: &str) {
+        self.problems += 1;
+        println!("  FAIL  {what}\n        → {fix}");
+    }
+}
+
+pub fn run(args: &ServerArgs) -> Exit {
+    let mut r = Report { problems: 0 };
+    println!("sysom-mcp {} check", env!("CARGO_PKG_VERSION"));
+    println!("configuration:");
+    let (path, file) = match config::read_file(args) {
+        Ok(x) => x,
+        Err(e) => {
+            r.problem(
+                &e.to_string(),
+                "fix the file (unknown keys and bad values are errors) or pass --config",
+            );
+            return Exit::Failure;
+        }
+    };
+    let in_file = (
+        file.server.host.is_some(),
+        file.server.port.is_some(),
+        file.endpoint.is_some(),
+        file.auth.token_files.is_some(),
+    );
+    let config = match config::resolve(args, file, path, &config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            r.problem(&e.to_string(), "correct the value named above");
+            return Exit::Failure;
+        }
+    };
+    r.ok(&format!(
+        "config file: {}",
+        config::describe_path(&config.config_path)
+    ));
+    println!(
+        "        host     = {} ({})",
+        config.server.host,
+        source("--host", "SYSOM_MCP_HOST", in_file.0)
+    );
+    println!(
+        "        port     = {} ({})",
+        config.server.port,
+        source("--port", "SYSOM_MCP_PORT", in_file.1)
+    );
+    println!("        path     = {}", config.server.path);
+    println!(
+        "        endpoint = {} ({})",
+        config.endpoint,
+        source("--endpoint", "SYSOM_ENDPOINT", in_file.2)
+    );
+
+    println!("authentication:");
+    let dir = credentials::credentials_dir(&config::process_env);
+    match Tokens::load(&config.auth.token_files, dir.as_deref()) {
+        Ok(t) if !t.is_empty() => r.ok(&format!(
+            "{} bearer token(s) ({})",
+            t.len(),
+            source("--token-file", "SYSOM_MCP_TOKEN_FILE", in_file.3)
+        )),
+        Ok(_) if config.auth.allow_unauthenticated => r.ok("no tokens; unauthenticated access explicitly allowed"),
+        Ok(_) if config.server.is_loopback() => {
+            r.ok("no tokens; fine while listening on loopback only (socket activation on 0.0.0.0/[::] needs one)")
+        }
+        Ok(_) => r.problem(
+            "no bearer token configured but the server listens beyond loopback",
+            "write a token to /etc/sysom-mcp/credentials/mcp-tokens (mode 0600) or pass --token-file",
+        ),
+        Err(e) => r.problem(&e, "fix the token file path or permissions"),
+    }
+
+    println!("credentials ({}):", config.credentials.kind.as_str());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let services = build_services(&config, None);
+    let provider = services.upstream.credentials();
+    for origin in &provider.origins {
+        r.ok(&format!("{} from {}", origin.name, origin.source));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if !provider.is_configured() {
+        let err = runtime
+            .block_on(provider.get(&reqwest::Client::new()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        r.problem(&err, "set the variables in /etc/default/sysom-mcp (or /etc/sysconfig/sysom-mcp) or the credential files");
+    } else {
+        println!("endpoint:");
+        let body = serde_json::json!({"check_only": true, "source": "mcp"});
+        let call = services
+            .upstream
+            .call(&ops::INITIAL_SYSOM, &[], Some(&body));
+        match runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), call).await }) {
+            Ok(Ok(v)) => match envelope::business_failure(&v) {
+                None => {
+                    let active = v.pointer("/data/role_exist").and_then(|x| x.as_bool()) == Some(true);
+                    r.ok("signed call InitialSysom(check_only) succeeded: credentials and endpoint work");
+                    if !active {
+                        r.problem(
+                            "SysOM is not activated for this account",
+                            "activate it (free) at https://alinux.console.aliyun.com or through the initial_sysom tool",
+                        );
+                    }
+                }
+                Some((code, msg)) => r.problem(&format!("SysOM answered {code}: {msg}"), "see the message above"),
+            },
+            Ok(Err(e)) => r.problem(
+                &e.to_string(),
+                match e.code() {
+                    "UpstreamUnreachable" | "UpstreamTimeout" => {
+                        "check DNS, outbound HTTPS (firewall/proxy) and the endpoint URL"
+                    }
+                    c if c.contains("Signature") || c.contains("AccessKey") => {
+                        "check the AccessKey ID/secret pair (and the security token for sts)"
+                    }
+                    _ => "see the gateway's message above; permission errors need SysOM activated and the RAM policy AliyunSysomFullAccess",
+                },
+            ),
+            Err(_) => r.problem("the endpoint did not answer within 30 s", "check network reachability of the endpoint"),
+        }
+    }
+
+    println!("systemd:");
+    for unit in ["sysom-mcp.socket", "sysom-mcp.service"] {
+        let state = |verb: &str| {
+            Command::new("systemctl")
+                .args([verb, unit])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        match (state("is-enabled"), state("is-active")) {
+            (Some(enabled), Some(active)) if !enabled.is_empty() => {
+                println!("        {unit}: {enabled}, {active}");
+            }
+            _ => println!("        {unit}: systemctl not available or unit not installed"),
+        }
+    }
+    if std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], config.server.port)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+    {
+        r.ok(&format!(
+            "something listens on 127.0.0.1:{}",
+            config.server.port
+        ));
+    } else {
+        println!(
+            "        nothing listens on 127.0.0.1:{} (start it: systemctl enable --now sysom-mcp.socket)",
+            config.server.port
+        );
+    }
+
+    if r.problems == 0 {
+        println!("all checks passed");
+        Exit::Ok
+    } else {
+        println!("{} problem(s) found", r.problems);
+        Exit::Failure
+    }
+}

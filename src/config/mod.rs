@@ -1,0 +1,568 @@
+//! Configuration: what the user typed (`cli`), what the file says (`file`), and the single
+//! resolved [`Config`] the rest of the program reads. Precedence is written once, in
+//! [`resolve`]: built-in defaults < file < environment < flags (clap folds env into the flags).
+
+pub mod cli;
+pub mod file;
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use url::Url;
+
+pub use cli::{Command, Opts, ServerArgs};
+
+/// Where the configuration file lives when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sysom-mcp/config.toml";
+/// The SysOM OpenAPI endpoint the original server always used.
+pub const DEFAULT_ENDPOINT: &str = "https://sysom.cn-hangzhou.aliyuncs.com";
+
+/// A configuration problem, always naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Every setting, resolved and validated. Cheap to clone; replaced whole on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub config_path: Option<PathBuf>,
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub access: AccessSettings,
+    pub limits: LimitSettings,
+    pub tls: Option<TlsSettings>,
+    pub endpoint: Url,
+    pub upstream: UpstreamSettings,
+    pub diagnosis: DiagnosisSettings,
+    pub credentials: CredentialSettings,
+    pub logging: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub stateless: bool,
+    pub idle_timeout: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub sse_keep_alive: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub token_files: Vec<PathBuf>,
+    pub allow_unauthenticated: bool,
+    pub metrics_require_token: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessSettings {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_clients: Vec<IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub max_sessions: usize,
+    pub session_idle_timeout: Duration,
+    pub max_connections_per_ip: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiagnosisSettings {
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+/// How AccessKeys are obtained; the secrets themselves are read by `credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    AccessKey,
+    Sts,
+    RamRoleArn,
+    EcsRamRole,
+}
+
+impl CredentialKind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "access_key" => Some(Self::AccessKey),
+            "sts" => Some(Self::Sts),
+            "ram_role_arn" => Some(Self::RamRoleArn),
+            "ecs_ram_role" => Some(Self::EcsRamRole),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessKey => "access_key",
+            Self::Sts => "sts",
+            Self::RamRoleArn => "ram_role_arn",
+            Self::EcsRamRole => "ecs_ram_role",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    pub kind: CredentialKind,
+    pub role_arn: Option<String>,
+    pub role_session_name: String,
+    pub ecs_role_name: Option<String>,
+    pub sts_endpoint: Url,
+    pub ecs_metadata_endpoint: Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub target: LogTarget,
+    pub level: String,
+}
+
+impl ServerSettings {
+    /// True when the bind address only accepts local connections.
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.host)
+    }
+}
+
+/// Whether `host` (an IP or a name) only reaches this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let trimmed = host.trim_start_matches('[').trim_end_matches(']');
+    match trimmed.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => trimmed.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Reads the environment through a function so tests can feed their own.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Reads and parses the config file `args` points at (or the default one, if it exists).
+pub fn read_file(args: &ServerArgs) -> Result<(Option<PathBuf>, file::FileConfig), ConfigError> {
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => file::parse(&text)
+            .map(|f| (Some(path.clone()), f))
+            .map_err(|message| ConfigError::Parse { path, message }),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((None, file::FileConfig::default()))
+        }
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+/// Loads the file and merges it with the flags/environment in `args`.
+pub fn load(args: &ServerArgs, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let (path, file) = read_file(args)?;
+    resolve(args, file, path, env)
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag.to_vec()
+    }
+}
+
+fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            format!("{raw:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_cidrs(key: &'static str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid(key, format!("{s:?} is not an IP address or CIDR")))
+        })
+        .collect()
+}
+
+fn clean_list(raw: Vec<String>) -> Vec<String> {
+    raw.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Merges flags/env over the file over defaults, then validates every value.
+pub fn resolve(
+    args: &ServerArgs,
+    file: file::FileConfig,
+    config_path: Option<PathBuf>,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let path = pick(args.path.clone(), file.server.path, "/mcp/unified".into());
+    if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') || path.contains(['?', '#'])
+    {
+        return Err(invalid(
+            "server.path",
+            format!("{path:?} must start with '/', not end with '/', and have no query"),
+        ));
+    }
+    let server = ServerSettings {
+        host: pick(args.host.clone(), file.server.host, "127.0.0.1".into()),
+        port: pick(args.port, file.server.port, 7140),
+        path,
+        stateless: pick(args.stateless, file.server.stateless, false),
+        idle_timeout: Some(pick(args.idle_timeout, file.server.idle_timeout_secs, 0))
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+        shutdown_grace: Duration::from_secs(pick(
+            args.shutdown_grace,
+            file.server.shutdown_grace_secs,
+            10,
+        )),
+        sse_keep_alive: Duration::from_secs(pick(
+            args.sse_keep_alive,
+            file.server.sse_keep_alive_secs,
+            15,
+        )),
+        max_body_bytes: pick(args.max_body_bytes, file.server.max_body_bytes, 4 << 20),
+    };
+    if server.sse_keep_alive.is_zero() {
+        return Err(invalid("server.sse_keep_alive_secs", "must be at least 1"));
+    }
+    if server.max_body_bytes < 1024 {
+        return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+    }
+
+    let auth = AuthSettings {
+        token_files: pick_list(&args.token_file, file.auth.token_files),
+        allow_unauthenticated: pick(
+            args.allow_unauthenticated,
+            file.auth.allow_unauthenticated,
+            false,
+        ),
+        metrics_require_token: pick(args.metrics_auth, file.auth.metrics_require_token, false),
+    };
+
+    let access = AccessSettings {
+        allowed_hosts: clean_list(pick_list(&args.allowed_hosts, file.access.allowed_hosts)),
+        allowed_origins: clean_list(pick_list(
+            &args.allowed_origins,
+            file.access.allowed_origins,
+        )),
+        allowed_clients: parse_cidrs(
+            "access.allowed_clients",
+            &pick_list(&args.allowed_clients, file.access.allowed_clients),
+        )?,
+        trusted_proxies: parse_cidrs(
+            "access.trusted_proxies",
+            &pick_list(&args.trusted_proxies, file.access.trusted_proxies),
+        )?,
+    };
+
+    let limits = LimitSettings {
+        max_sessions: pick(args.max_sessions, file.limits.max_sessions, 1000),
+        session_idle_timeout: Duration::from_secs(pick(
+            args.session_idle_timeout,
+            file.limits.session_idle_timeout_secs,
+            1800,
+        )),
+        max_connections_per_ip: pick(
+            args.max_connections_per_ip,
+            file.limits.max_connections_per_ip,
+            256,
+        ),
+    };
+    if limits.max_sessions == 0 {
+        return Err(invalid("limits.max_sessions", "must be at least 1"));
+    }
+    if limits.max_connections_per_ip == 0 {
+        return Err(invalid(
+            "limits.max_connections_per_ip",
+            "must be at least 1",
+        ));
+    }
+
+    let tls = match (
+        args.tls_cert.clone().or(file.tls.cert),
+        args.tls_key.clone().or(file.tls.key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsSettings { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("tls.key", "tls.cert is set but tls.key is not")),
+        (None, Some(_)) => return Err(invalid("tls.cert", "tls.key is set but tls.cert is not")),
+    };
+
+    let endpoint = parse_url(
+        "endpoint",
+        &pick(
+            args.endpoint.clone(),
+            file.endpoint,
+            DEFAULT_ENDPOINT.into(),
+        ),
+    )?;
+
+    let upstream = UpstreamSettings {
+        connect_timeout: Duration::from_millis(pick(
+            args.connect_timeout_ms,
+            file.upstream.connect_timeout_ms,
+            2000,
+        )),
+        read_timeout: Duration::from_millis(pick(
+            args.read_timeout_ms,
+            file.upstream.read_timeout_ms,
+            10_000,
+        )),
+        max_retries: pick(args.max_retries, file.upstream.max_retries, 2),
+    };
+    if upstream.connect_timeout.is_zero() || upstream.read_timeout.is_zero() {
+        return Err(invalid("upstream", "timeouts must be greater than zero"));
+    }
+    if upstream.max_retries > 10 {
+        return Err(invalid("upstream.max_retries", "must be at most 10"));
+    }
+
+    let diagnosis = DiagnosisSettings {
+        timeout: Duration::from_secs(pick(
+            args.diagnosis_timeout,
+            file.diagnosis.timeout_secs,
+            150,
+        )),
+        poll_interval: Duration::from_millis(pick(
+            args.poll_interval_ms,
+            file.diagnosis.poll_interval_ms,
+            1000,
+        )),
+    };
+    if diagnosis.timeout.is_zero() {
+        return Err(invalid("diagnosis.timeout_secs", "must be at least 1"));
+    }
+    if diagnosis.poll_interval < Duration::from_millis(10) {
+        return Err(invalid("diagnosis.poll_interval_ms", "must be at least 10"));
+    }
+
+    let kind_raw = env("OPENAPI_TYPE")
+        .or(file.credentials.kind)
+        .unwrap_or_else(|| "access_key".into());
+    let kind = CredentialKind::parse(kind_raw.trim()).ok_or_else(|| {
+        invalid(
+            "credentials.type (OPENAPI_TYPE)",
+            format!("{kind_raw:?} is not one of access_key, sts, ram_role_arn, ecs_ram_role"),
+        )
+    })?;
+    let credentials = CredentialSettings {
+        kind,
+        role_arn: file.credentials.role_arn,
+        role_session_name: file
+            .credentials
+            .role_session_name
+            .unwrap_or_else(|| "sysom-mcp".into()),
+        ecs_role_name: env("ECS_RAM_ROLE").or(file.credentials.ecs_role_name),
+        sts_endpoint: parse_url(
+            "credentials.sts_endpoint (SYSOM_STS_ENDPOINT)",
+            &env("SYSOM_STS_ENDPOINT")
+                .or(file.credentials.sts_endpoint)
+                .unwrap_or_else(|| "https://sts.aliyuncs.com".into()),
+        )?,
+        ecs_metadata_endpoint: parse_url(
+            "credentials.ecs_metadata_endpoint (SYSOM_ECS_METADATA_ENDPOINT)",
+            &env("SYSOM_ECS_METADATA_ENDPOINT")
+                .or(file.credentials.ecs_metadata_endpoint)
+                .unwrap_or_else(|| "http://100.100.100.200".into()),
+        )?,
+    };
+
+    let target_raw = pick(args.log_target.clone(), file.logging.target, "auto".into());
+    let target = match target_raw.as_str() {
+        "auto" => LogTarget::Auto,
+        "stderr" => LogTarget::Stderr,
+        "journald" => LogTarget::Journald,
+        other => {
+            return Err(invalid(
+                "logging.target (--log)",
+                format!("{other:?} is not one of auto, stderr, journald"),
+            ));
+        }
+    };
+    let logging = LogSettings {
+        target,
+        level: pick(
+            args.log_level.clone(),
+            file.logging.level,
+            "info,rmcp=warn".into(),
+        ),
+    };
+
+    Ok(Config {
+        config_path,
+        server,
+        auth,
+        access,
+        limits,
+        tls,
+        endpoint,
+        upstream,
+        diagnosis,
+        credentials,
+        logging,
+    })
+}
+
+/// The process environment as an [`EnvLookup`]; empty values count as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Whether `path` is the config file actually read.
+pub fn describe_path(path: &Option<PathBuf>) -> String {
+    path.as_deref()
+        .map(Path::display)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| format!("(none; {DEFAULT_CONFIG_PATH} absent)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn resolve_with(args: &ServerArgs, toml: &str) -> Result<Config, ConfigError> {
+        resolve(args, file::parse(toml).unwrap(), None, &no_env)
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cfg = resolve_with(&ServerArgs::default(), "").unwrap();
+        assert_eq!(cfg.server.port, 7140);
+        assert_eq!(cfg.server.host, "127.0.0.1");
+        assert_eq!(cfg.server.path, "/mcp/unified");
+        assert_eq!(
+            cfg.endpoint.as_str(),
+            "https://sysom.cn-hangzhou.aliyuncs.com/"
+        );
+        assert_eq!(cfg.diagnosis.timeout, Duration::from_secs(150));
+        assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.upstream.read_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.credentials.kind, CredentialKind::AccessKey);
+    }
+
+    #[test]
+    fn file_beats_defaults() {
+        let cfg = resolve_with(&ServerArgs::default(), "[server]\nport = 8000\n").unwrap();
+        assert_eq!(cfg.server.port, 8000);
+    }
+
+    #[test]
+    fn flag_or_env_beats_file() {
+        // clap folds the environment into the same field as the flag.
+        let args = ServerArgs {
+            port: Some(9000),
+            ..Default::default()
+        };
+        let cfg = resolve_with(&args, "[server]\nport = 8000\n").unwrap();
+        assert_eq!(cfg.server.port, 9000);
+    }
+
+    #[test]
+    fn credential_env_beats_file() {
+        let env = |k: &str| (k == "OPENAPI_TYPE").then(|| "sts".to_string());
+        let file = file::parse("[credentials]\ntype = \"ram_role_arn\"\n").unwrap();
+        let cfg = resolve(&ServerArgs::default(), file, None, &env).unwrap();
+        assert_eq!(cfg.credentials.kind, CredentialKind::Sts);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = resolve_with(&ServerArgs::default(), "endpoint = \"ftp://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("endpoint"), "{err}");
+        let err = resolve_with(
+            &ServerArgs::default(),
+            "[access]\nallowed_clients = [\"nope\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("access.allowed_clients"), "{err}");
+        let err = resolve_with(&ServerArgs::default(), "[server]\npath = \"mcp\"\n").unwrap_err();
+        assert!(err.to_string().contains("server.path"), "{err}");
+        let err =
+            resolve_with(&ServerArgs::default(), "[credentials]\ntype = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("credentials.type"), "{err}");
+    }
+
+    #[test]
+    fn cidrs_accept_plain_addresses_and_v6() {
+        let cfg = resolve_with(
+            &ServerArgs::default(),
+            "[access]\nallowed_clients = [\"10.0.0.0/8\", \"::1\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.access.allowed_clients.len(), 3);
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("::1"));
+        assert!(is_loopback_host("[::1]"));
+        assert!(is_loopback_host("localhost"));
+        assert!(!is_loopback_host("0.0.0.0"));
+        assert!(!is_loopback_host("192.0.2.1"));
+    }
+}

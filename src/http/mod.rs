@@ -1,0 +1,421 @@
+//! The HTTP server: one hyper server (HTTP/1.1 and HTTP/2, optional TLS) on every listening
+//! socket, carrying rmcp's Streamable HTTP service (stateful and stateless), the legacy
+//! HTTP+SSE transport, and `/healthz`, `/readyz`, `/metrics`. It also owns connection limits,
+//! idle exit and graceful shutdown.
+
+pub mod access;
+pub mod auth;
+pub mod legacy_sse;
+pub mod router;
+pub mod tls;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService,
+    session::{local::LocalSessionManager, never::NeverSessionManager},
+};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, metrics, tools::SysomServer};
+pub use legacy_sse::Body;
+
+/// A socket to serve on.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".into()),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+type Stateful = StreamableHttpService<SysomServer, LocalSessionManager>;
+type Stateless = StreamableHttpService<SysomServer, NeverSessionManager>;
+
+/// Everything a request handler needs. Parts that SIGHUP reloads sit behind `ArcSwap`.
+pub struct State {
+    pub config: ArcSwap<Config>,
+    pub tokens: ArcSwap<auth::Tokens>,
+    pub tls: ArcSwap<Option<TlsAcceptor>>,
+    server: SysomServer,
+    stateful: Stateful,
+    stateless: Stateless,
+    sessions: Arc<LocalSessionManager>,
+    pub legacy: Arc<legacy_sse::Registry>,
+    /// Cancelled when the server shuts down: ends every stream and session.
+    pub shutdown: CancellationToken,
+    connections: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+fn streamable_config(
+    config: &Config,
+    shutdown: &CancellationToken,
+    stateless: bool,
+) -> StreamableHttpServerConfig {
+    // Host and Origin are checked by our router (with the admin's lists), so rmcp's
+    // loopback-only default, which 403s every remote client, is switched off.
+    StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_sse_keep_alive(Some(config.server.sse_keep_alive))
+        .with_max_request_body_bytes(config.server.max_body_bytes)
+        .with_cancellation_token(shutdown.child_token())
+        .with_legacy_session_mode(!stateless)
+        .with_json_response(stateless)
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        tokens: auth::Tokens,
+        tls: Option<TlsAcceptor>,
+        server: SysomServer,
+    ) -> Arc<Self> {
+        let shutdown = CancellationToken::new();
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(config.limits.session_idle_timeout);
+        let sessions = Arc::new(manager);
+        let factory_server = server.clone();
+        let stateful = StreamableHttpService::new(
+            move || Ok(factory_server.clone()),
+            sessions.clone(),
+            streamable_config(&config, &shutdown, false),
+        );
+        let factory_server = server.clone();
+        let stateless = StreamableHttpService::new(
+            move || Ok(factory_server.clone()),
+            Arc::new(NeverSessionManager::default()),
+            streamable_config(&config, &shutdown, true),
+        );
+        Arc::new(Self {
+            config: ArcSwap::from_pointee(config),
+            tokens: ArcSwap::from_pointee(tokens),
+            tls: ArcSwap::from_pointee(tls),
+            server,
+            stateful,
+            stateless,
+            sessions,
+            legacy: Arc::new(legacy_sse::Registry::default()),
+            shutdown,
+            connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Tokens are required unless the admin opted out explicitly.
+    pub fn auth_required(&self) -> bool {
+        !self.config.load().auth.allow_unauthenticated || !self.tokens.load().is_empty()
+    }
+
+    pub async fn session_count(&self) -> usize {
+        self.legacy.len() + self.sessions.sessions.read().await.len()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    async fn at_session_limit(&self) -> bool {
+        self.session_count().await >= self.config.load().limits.max_sessions
+    }
+
+    async fn stateful<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::fmt::Display,
+    {
+        let creates_session =
+            req.method() == http::Method::POST && !req.headers().contains_key("mcp-session-id");
+        if creates_session && self.at_session_limit().await {
+            return router::overloaded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open MCP sessions; retry later",
+            );
+        }
+        let mut svc = self.stateful.clone();
+        match tower_service::Service::call(&mut svc, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn stateless<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::fmt::Display,
+    {
+        let mut svc = self.stateless.clone();
+        match tower_service::Service::call(&mut svc, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    fn open_legacy(self: &Arc<Self>, peer: Option<SocketAddr>) -> Response<Body> {
+        let config = self.config.load();
+        // The count is approximate without awaiting the session map; good enough for a cap.
+        let streamable = self
+            .sessions
+            .sessions
+            .try_read()
+            .map(|s| s.len())
+            .unwrap_or(0);
+        if self.legacy.len() + streamable >= config.limits.max_sessions {
+            return router::overloaded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open MCP sessions; retry later",
+            );
+        }
+        self.legacy.open(
+            self.server.for_client(peer),
+            &format!("{}/messages", config.server.path),
+            config.server.sse_keep_alive,
+            config.limits.session_idle_timeout,
+            self.shutdown.clone(),
+        )
+    }
+
+    fn readiness(&self) -> Response<Body> {
+        let creds = self.server.credentials_configured();
+        let body = serde_json::json!({
+            "status": if creds { "ready" } else { "not ready" },
+            "config": "loaded",
+            "credentials": if creds { "configured" } else { "missing: set ACCESS_KEY_ID/ACCESS_KEY_SECRET or credential files" },
+            "tokens": self.tokens.load().len(),
+        });
+        let status = if creds {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                Bytes::from(body.to_string()),
+            )))
+            .expect("static response parts are valid")
+    }
+
+    /// Registers a connection from `ip`; `None` when that client is over its limit.
+    fn connection_opened(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<ConnectionGuard> {
+        if let Some(ip) = ip {
+            let limit = self.config.load().limits.max_connections_per_ip;
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_default();
+            if *n >= limit {
+                return None;
+            }
+            *n += 1;
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionGuard {
+            state: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Decrements the connection counters when a connection ends.
+struct ConnectionGuard {
+    state: Arc<State>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.state.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut map = self.state.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+fn too_many_connections() -> Response<Body> {
+    let mut resp = router::overloaded(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many connections from your address",
+    );
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+/// Serves one accepted connection (after TLS, if any) until it ends or the server drains.
+fn serve_connection<S>(
+    state: &Arc<State>,
+    graceful: &GracefulShutdown,
+    stream: S,
+    peer: Option<SocketAddr>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let guard = state.connection_opened(peer.map(|p| p.ip()));
+    let st = state.clone();
+    let over_limit = guard.is_none();
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let st = st.clone();
+        async move {
+            if over_limit {
+                return Ok::<_, Infallible>(too_many_connections());
+            }
+            Ok(router::handle(st, peer, req).await)
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn.into_owned());
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(guard);
+    });
+}
+
+/// Accepts on `listener` until `stop` fires.
+async fn accept_loop(
+    state: Arc<State>,
+    listener: Listener,
+    graceful: Arc<GracefulShutdown>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = accept(&listener) => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let tls = state.tls.load_full();
+        match (&*tls, stream) {
+            (Some(acceptor), Accepted::Tcp(tcp)) => {
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                let graceful = graceful.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls_stream)) => serve_connection(&state, &graceful, tls_stream, peer),
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+            (_, Accepted::Tcp(tcp)) => serve_connection(&state, &graceful, tcp, peer),
+            (_, Accepted::Unix(unix)) => serve_connection(&state, &graceful, unix, None),
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Option<SocketAddr>)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Accepted::Tcp(s), Some(peer)))
+        }
+        Listener::Unix(l) => {
+            let (s, _) = l.accept().await?;
+            Ok((Accepted::Unix(s), None))
+        }
+    }
+}
+
+/// Serves until `stop` fires, then drains: in-flight tool calls get `grace` to finish, then
+/// streams are closed and connections shut down.
+pub async fn serve(
+    state: Arc<State>,
+    listeners: Vec<Listener>,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let accepting = CancellationToken::new();
+    let mut loops = Vec::new();
+    for listener in listeners {
+        loops.push(tokio::spawn(accept_loop(
+            state.clone(),
+            listener,
+            graceful.clone(),
+            accepting.clone(),
+        )));
+    }
+    stop.cancelled().await;
+    accepting.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
+    crate::systemd::notify::stopping(grace);
+    let deadline = tokio::time::Instant::now() + grace;
+    while metrics::running_tool_calls() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if metrics::running_tool_calls() > 0 {
+        tracing::warn!(
+            running = metrics::running_tool_calls(),
+            "grace period over; cancelling tool calls"
+        );
+    }
+    state.shutdown.cancel();
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(Duration::from_secs(3), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("some connections did not close in time");
+    }
+}

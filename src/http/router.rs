@@ -1,0 +1,387 @@
+//! The request path, as one readable sequence: client IP check → health/metrics routes →
+//! Host/Origin → bearer token → MCP dispatch (legacy SSE, Streamable HTTP stateful or
+//! stateless). Every refusal is a proper status code with a JSON body saying why.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{Body, State, access, auth::AuthFailure};
+use crate::{metrics, tools::ClientAddr};
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(
+            Full::new(body.into())
+                .map_err(|e: Infallible| match e {})
+                .boxed(),
+        )
+        .expect("static response parts are valid")
+}
+
+/// A JSON error body `{"error": code, "message": text}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    full(
+        status,
+        "application/json",
+        json!({"error": code, "message": message}).to_string(),
+    )
+}
+
+fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
+    full(
+        status,
+        "application/json",
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+            .to_string(),
+    )
+}
+
+fn with_header(mut resp: Response<Body>, name: header::HeaderName, value: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
+}
+
+fn unauthorized(failure: AuthFailure) -> Response<Body> {
+    let (code, message) = failure.describe();
+    let challenge = match failure {
+        AuthFailure::Missing => "Bearer realm=\"sysom-mcp\"".to_string(),
+        _ => format!(
+            "Bearer realm=\"sysom-mcp\", error=\"invalid_token\", error_description=\"{message}\""
+        ),
+    };
+    with_header(
+        json_error(StatusCode::UNAUTHORIZED, code, message),
+        header::WWW_AUTHENTICATE,
+        &challenge,
+    )
+}
+
+fn method_not_allowed(allow: &str) -> Response<Body> {
+    with_header(
+        json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("allowed methods: {allow}"),
+        ),
+        header::ALLOW,
+        allow,
+    )
+}
+
+/// Too many sessions or connections: the client should come back later.
+pub fn overloaded(status: StatusCode, message: &str) -> Response<Body> {
+    with_header(
+        json_error(status, "overloaded", message),
+        header::RETRY_AFTER,
+        "5",
+    )
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let major = media.split('/').next().unwrap_or("");
+    accept.split(',').any(|part| {
+        let m = part.split(';').next().unwrap_or("").trim();
+        m == media || m == "*/*" || m == format!("{major}/*")
+    })
+}
+
+fn is_json_content(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false)
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name || (name == "sessionId" && *k == "session_id"))
+        .map(|(_, v)| v)
+}
+
+/// Handles one request; `peer` is None for Unix-socket clients.
+pub async fn handle(
+    state: Arc<State>,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let (route, resp) = route(&state, peer, req).await;
+    let route = route.unwrap_or(if path.len() > 64 { "other" } else { "unknown" });
+    metrics::record_http(route, resp.status().as_u16());
+    resp
+}
+
+async fn route(
+    state: &Arc<State>,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> (Option<&'static str>, Response<Body>) {
+    let config = state.config.load();
+    let client = access::client_ip(&config.access, peer, req.headers());
+    if !access::client_allowed(&config.access, client) {
+        return (
+            None,
+            json_error(
+                StatusCode::FORBIDDEN,
+                "client_not_allowed",
+                "your address is not in the allowed client networks",
+            ),
+        );
+    }
+    let path = req.uri().path();
+    match path {
+        "/healthz" => {
+            return (
+                Some("/healthz"),
+                full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+            );
+        }
+        "/readyz" => return (Some("/readyz"), state.readiness()),
+        "/metrics" => {
+            if config.auth.metrics_require_token
+                && let Err(f) = state.tokens.load().check(req.headers())
+            {
+                return (Some("/metrics"), unauthorized(f));
+            }
+            return (
+                Some("/metrics"),
+                full(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::render(),
+                ),
+            );
+        }
+        _ => {}
+    }
+    let mcp_path = config.server.path.as_str();
+    let messages_path = format!("{mcp_path}/messages");
+    let route = if path == mcp_path {
+        "mcp"
+    } else if path == messages_path || path == format!("{messages_path}/") {
+        "mcp_messages"
+    } else {
+        return (
+            None,
+            json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no such path; the MCP endpoint is {mcp_path}"),
+            ),
+        );
+    };
+    if !access::host_allowed(&config.access, req.headers()) {
+        return (
+            Some(route),
+            json_error(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                "the Host header is not in the allowed hosts",
+            ),
+        );
+    }
+    if !access::origin_allowed(&config.access, req.headers()) {
+        return (
+            Some(route),
+            json_error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "the Origin header is not in the allowed origins",
+            ),
+        );
+    }
+    if state.auth_required()
+        && let Err(f) = state.tokens.load().check(req.headers())
+    {
+        return (Some(route), unauthorized(f));
+    }
+    let resp = if route == "mcp_messages" {
+        legacy_post(state, req, config.server.max_body_bytes).await
+    } else {
+        mcp(state, peer, req, config.server.max_body_bytes).await
+    };
+    (Some(route), resp)
+}
+
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("request bodies are limited to {limit} bytes"),
+            ))
+        }
+        Err(e) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &e.to_string(),
+        )),
+    }
+}
+
+async fn legacy_post(state: &Arc<State>, req: Request<Incoming>, limit: usize) -> Response<Body> {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let Some(session) = query_param(req.uri().query(), "sessionId").map(str::to_string) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "missing_session",
+            "sessionId query parameter is required",
+        );
+    };
+    let (_, body) = match read_body(req, limit).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    use super::legacy_sse::PostError;
+    match state.legacy.post(&session, &body).await {
+        Ok(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
+        Err(PostError::UnknownSession) => json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "no such SSE session; open a new one with GET",
+        ),
+        Err(PostError::Malformed(e)) => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            &format!("Parse error: {e}"),
+        ),
+        Err(PostError::Closed) => json_error(
+            StatusCode::GONE,
+            "session_closed",
+            "the SSE session has ended",
+        ),
+    }
+}
+
+async fn mcp(
+    state: &Arc<State>,
+    peer: Option<SocketAddr>,
+    mut req: Request<Incoming>,
+    limit: usize,
+) -> Response<Body> {
+    if let Some(addr) = peer {
+        req.extensions_mut().insert(ClientAddr(addr));
+    }
+    let has_session = req.headers().contains_key("mcp-session-id");
+    match *req.method() {
+        Method::GET if has_session => state.stateful(req).await,
+        Method::GET => {
+            if !accepts(req.headers(), "text/event-stream") {
+                return json_error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    "GET opens an SSE stream: accept text/event-stream",
+                );
+            }
+            state.open_legacy(peer)
+        }
+        Method::DELETE if has_session => state.stateful(req).await,
+        Method::POST => {
+            if !is_json_content(req.headers()) {
+                return json_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "POST bodies must be Content-Type: application/json",
+                );
+            }
+            if !accepts(req.headers(), "application/json")
+                && !accepts(req.headers(), "text/event-stream")
+            {
+                return json_error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    "accept application/json or text/event-stream",
+                );
+            }
+            if has_session {
+                return state.stateful(req).await;
+            }
+            let (mut parts, body) = match read_body(req, limit).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let message: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return jsonrpc_error(
+                        StatusCode::BAD_REQUEST,
+                        -32700,
+                        &format!("Parse error: {e}"),
+                    );
+                }
+            };
+            let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+            let stateless = state.config.load().server.stateless || !is_initialize;
+            if stateless {
+                // Plain clients (curl) send no Accept header; rmcp insists on both types.
+                parts.headers.insert(
+                    header::ACCEPT,
+                    HeaderValue::from_static("application/json, text/event-stream"),
+                );
+            }
+            let req = Request::from_parts(parts, Full::new(body));
+            if stateless {
+                state.stateless(req).await
+            } else {
+                state.stateful(req).await
+            }
+        }
+        _ => method_not_allowed("GET, POST, DELETE"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_header_matching() {
+        let mut h = HeaderMap::new();
+        assert!(accepts(&h, "text/event-stream"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!accepts(&h, "text/event-stream"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/*;q=0.9"));
+        assert!(accepts(&h, "text/event-stream"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert!(accepts(&h, "application/json"));
+    }
+
+    #[test]
+    fn session_id_query_in_both_spellings() {
+        assert_eq!(query_param(Some("a=1&sessionId=x"), "sessionId"), Some("x"));
+        assert_eq!(query_param(Some("session_id=y"), "sessionId"), Some("y"));
+        assert_eq!(query_param(None, "sessionId"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! sysom-mcp: a systemd-native MCP server for Alibaba Cloud SysOM OS diagnoses.
+//!
+//! The binary (`main.rs`) is a thin shell; everything lives in these modules, one concern each.
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod check;
+pub mod config;
+pub mod credentials;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod signing;
+pub mod systemd;
+pub mod tools;
+pub mod upstream;

@@ -1,0 +1,152 @@
+//! Activation tools: check whether SysOM is activated for the account (`role_exist`), and
+//! activate it — only after the user agreed, as the description tells the model.
+//! Positive checks are cached per uid for an hour, so the check costs one call per session
+//! without hiding a later deactivation forever.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    Effect, ToolDef,
+    envelope::{BasicResult, fetch},
+    tool,
+};
+use crate::upstream::ops;
+
+const CACHE_TTL: Duration = Duration::from_secs(3600);
+
+/// uid → when activation was last confirmed.
+#[derive(Default)]
+pub struct Cache(Mutex<HashMap<String, Instant>>);
+
+impl Cache {
+    fn is_fresh(&self, uid: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(uid).is_some_and(|t| t.elapsed() < CACHE_TTL)
+    }
+    fn confirm(&self, uid: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(uid.to_string(), Instant::now());
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct UidParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+}
+
+const CONSOLE: &str = "https://alinux.console.aliyun.com";
+
+fn role_exist(body: &Value) -> Option<bool> {
+    body.pointer("/data/role_exist").and_then(Value::as_bool)
+}
+
+pub(super) fn tools() -> Vec<ToolDef> {
+    vec![
+        tool::<UidParams, BasicResult, _, _>(
+            "initial_sysom",
+            "Activate SysOM for the user's account (free; installs nothing on any machine). Before calling \
+             it you MUST ask the user: \"Shall I activate SysOM for you? It is free and activation costs \
+             nothing.\" Call it only after a clear yes. Returns code Success when SysOM is activated.",
+            ops::INITIAL_SYSOM.action,
+            Effect::Idempotent,
+            |s, p, _ctx| async move {
+                let body = json!({"check_only": false, "source": "mcp"});
+                let o = fetch(&s.upstream, &ops::INITIAL_SYSOM, &[], Some(&body)).await;
+                if !o.ok() {
+                    return BasicResult {
+                        code: o.code.clone(),
+                        message: format!(
+                            "Activating SysOM failed: {}. You can activate it at {CONSOLE}.",
+                            o.message
+                        ),
+                        data: Value::Null,
+                    };
+                }
+                s.activation.confirm(&p.uid);
+                BasicResult {
+                    code: o.code.clone(),
+                    message: "SysOM is activated.".into(),
+                    data: json!({"initialed": true, "role_exist": role_exist(&o.body)}),
+                }
+            },
+        ),
+        tool::<UidParams, BasicResult, _, _>(
+            "check_sysom_initialed",
+            "Check whether SysOM is activated for the user's account; call it once when the user first \
+             uses SysOM tools. If data.initialed is true, continue without checking again. If it is false, \
+             ask the user whether to activate SysOM (free, installs nothing); call initial_sysom only if \
+             they agree, otherwise stop and point them to https://alinux.console.aliyun.com. This tool \
+             never activates anything.",
+            ops::INITIAL_SYSOM.action,
+            Effect::ReadOnly,
+            |s, p, _ctx| async move {
+                if s.activation.is_fresh(&p.uid) {
+                    return BasicResult {
+                        code: "Success".into(),
+                        message: "SysOM is activated (cached answer).".into(),
+                        data: json!({"initialed": true, "from_cache": true}),
+                    };
+                }
+                let body = json!({"check_only": true, "source": "mcp"});
+                let o = fetch(&s.upstream, &ops::INITIAL_SYSOM, &[], Some(&body)).await;
+                if !o.ok() {
+                    return BasicResult {
+                        code: o.code.clone(),
+                        message: format!("Checking SysOM activation failed: {}", o.message),
+                        data: json!({"initialed": false, "from_cache": false}),
+                    };
+                }
+                if role_exist(&o.body) == Some(true) {
+                    s.activation.confirm(&p.uid);
+                    BasicResult {
+                        code: "Success".into(),
+                        message: "SysOM is activated.".into(),
+                        data: json!({"initialed": true, "from_cache": false}),
+                    }
+                } else {
+                    BasicResult {
+                        code: "NotInitialed".into(),
+                        message: format!(
+                            "SysOM is not activated for this account. Ask the user whether to activate it \
+                             (free, installs nothing); call initial_sysom only if they agree, otherwise \
+                             point them to {CONSOLE}."
+                        ),
+                        data: json!({"initialed": false, "from_cache": false}),
+                    }
+                }
+            },
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_confirms_per_uid() {
+        let c = Cache::default();
+        assert!(!c.is_fresh("1"));
+        c.confirm("1");
+        assert!(c.is_fresh("1"));
+        assert!(!c.is_fresh("2"));
+    }
+
+    #[test]
+    fn role_exist_is_read_from_data() {
+        assert_eq!(
+            role_exist(&json!({"data": {"role_exist": false}})),
+            Some(false)
+        );
+        assert_eq!(role_exist(&json!({"data": null})), None);
+    }
+}

@@ -1,0 +1,678 @@
+//! The 11 diagnosis tools and the one routine they share: start a SysOM diagnosis with
+//! `InvokeDiagnosis`, then poll `GetDiagnosisResult` until it succeeds, fails or runs out of time,
+//! reporting progress and stopping at once when the client cancels.
+
+use std::{sync::Arc, time::Duration};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::{
+    CallCtx, Effect, Services, ToolDef,
+    envelope::{self, DiagnosisResult},
+    tool,
+};
+use crate::upstream::{ops, snippet};
+
+/// The note every SysOM tool description starts with.
+macro_rules! activation_note {
+    () => {
+        "Before the first SysOM tool call in a conversation, call check_sysom_initialed once \
+         (no need to repeat it once confirmed); if SysOM is not activated, ask the user before \
+         calling initial_sysom, or point them to https://alinux.console.aliyun.com. "
+    };
+}
+pub(crate) use activation_note;
+
+macro_rules! node_mode {
+    () => {
+        "Node mode only: channel=\"ecs\" and instance = the ECS instance ID. "
+    };
+}
+
+/// How one diagnosis tool builds its `params` JSON.
+struct Spec {
+    service: &'static str,
+    /// Fields sent with this value when the caller gave null or an empty string.
+    defaults: &'static [(&'static str, &'static str)],
+    /// Fields whose wire name differs from the tool parameter name.
+    renames: &'static [(&'static str, &'static str)],
+}
+
+/// Builds the InvokeDiagnosis `params` object from the tool arguments (as serialised by the
+/// parameter struct): region, `_hide`, the tool fields without nulls, defaults, then `source`.
+fn diagnosis_params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value> {
+    let mut params = Map::new();
+    params.insert(
+        "region".into(),
+        args.get("region").cloned().unwrap_or(Value::Null),
+    );
+    params.insert("_hide".into(), "0".into());
+    for (key, value) in args {
+        if matches!(key.as_str(), "uid" | "region" | "channel") || value.is_null() {
+            continue;
+        }
+        let wire = spec
+            .renames
+            .iter()
+            .find(|(from, _)| from == key)
+            .map_or(key.as_str(), |(_, to)| to);
+        params.insert(wire.to_string(), value.clone());
+    }
+    for (key, default) in spec.defaults {
+        let missing = params
+            .get(*key)
+            .is_none_or(|v| v.as_str().is_some_and(str::is_empty));
+        if missing {
+            params.insert((*key).to_string(), (*default).into());
+        }
+    }
+    params.insert("source".into(), "mcp".into());
+    params
+}
+
+fn outcome(code: &str, message: String, task_id: &str) -> DiagnosisResult {
+    DiagnosisResult {
+        code: code.into(),
+        message,
+        data: Value::Null,
+        task_id: task_id.into(),
+        result: Map::new(),
+    }
+}
+
+/// The poll interval after `elapsed`: the configured one for the first 30 s (most diagnoses
+/// finish there), then twice as long, capped at 5 s, to spare the API on long runs.
+fn poll_delay(base: Duration, elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(30) {
+        base
+    } else {
+        (base * 2).min(Duration::from_secs(5)).max(base)
+    }
+}
+
+/// Runs one diagnosis end to end. `args` is the tool's parameter struct serialised.
+async fn run(
+    services: Arc<Services>,
+    spec: &Spec,
+    args: Map<String, Value>,
+    ctx: CallCtx,
+) -> DiagnosisResult {
+    let channel = args.get("channel").cloned().unwrap_or(Value::Null);
+    let params = Value::Object(diagnosis_params(spec, &args)).to_string();
+    let body = json!({"channel": channel, "params": params, "service_name": spec.service});
+    let upstream = &services.upstream;
+
+    let created = match upstream
+        .call(&ops::INVOKE_DIAGNOSIS, &[], Some(&body))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return outcome("TaskCreateFailed", envelope::describe(&e), ""),
+    };
+    if let Some((_, message)) = envelope::business_failure(&created) {
+        return outcome("TaskCreateFailed", message, "");
+    }
+    let Some(task_id) = created
+        .pointer("/data/task_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return outcome(
+            "TaskCreateFailed",
+            format!(
+                "InvokeDiagnosis answered without data.task_id: {}",
+                snippet(&created.to_string())
+            ),
+            "",
+        );
+    };
+
+    let settings = &services.diagnosis;
+    let started = Instant::now();
+    let deadline = started + settings.timeout;
+    let total = settings.timeout.as_secs_f64();
+    let query = [("task_id".to_string(), task_id.clone())];
+    loop {
+        let delay = poll_delay(settings.poll_interval, started.elapsed());
+        if Instant::now() + delay > deadline {
+            return outcome(
+                "TaskTimeout",
+                format!(
+                    "The diagnosis did not finish within {} seconds; task_id: {task_id}. It may still \
+                     finish on the SysOM side.",
+                    settings.timeout.as_secs()
+                ),
+                &task_id,
+            );
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => {
+                return outcome("Cancelled", "The client cancelled the call; polling stopped.".into(), &task_id);
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let polled = tokio::select! {
+            _ = ctx.cancel.cancelled() => {
+                return outcome("Cancelled", "The client cancelled the call; polling stopped.".into(), &task_id);
+            }
+            r = upstream.call(&ops::GET_DIAGNOSIS_RESULT, &query, None) => r,
+        };
+        let reply = match polled {
+            Ok(v) => v,
+            Err(e) => return outcome("GetResultFailed", envelope::describe(&e), &task_id),
+        };
+        if let Some((_, message)) = envelope::business_failure(&reply) {
+            return outcome("GetResultFailed", message, &task_id);
+        }
+        let data = reply.get("data").cloned().unwrap_or(Value::Null);
+        let status = data.get("status").and_then(Value::as_str).unwrap_or("");
+        match status {
+            "Success" => return finished(data, &task_id),
+            "Fail" => {
+                let err = data
+                    .get("err_msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the diagnosis failed without an error message");
+                return outcome(
+                    "TaskExecuteFailed",
+                    envelope::with_permission_hint(err.to_string()),
+                    &task_id,
+                );
+            }
+            _ => {
+                let elapsed = started.elapsed().as_secs_f64().min(total);
+                let shown = if status.is_empty() { "Running" } else { status };
+                ctx.progress(
+                    elapsed,
+                    total,
+                    format!("{} task {task_id}: {shown}", spec.service),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Turns a successful `data` into the envelope; `data.result` is a JSON string (or object).
+fn finished(data: Value, task_id: &str) -> DiagnosisResult {
+    let raw = data.get("result").cloned().unwrap_or(Value::Null);
+    let parsed = match &raw {
+        Value::Object(m) => Ok(m.clone()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Ok(Map::from_iter([("value".to_string(), other)])),
+            Err(e) => Err((e.to_string(), s.clone())),
+        },
+        Value::Null => Ok(Map::new()),
+        other => Ok(Map::from_iter([("value".to_string(), other.clone())])),
+    };
+    match parsed {
+        Ok(result) => DiagnosisResult {
+            code: envelope::SUCCESS.into(),
+            message: String::new(),
+            data: Value::Null,
+            task_id: task_id.into(),
+            result,
+        },
+        Err((err, text)) => DiagnosisResult {
+            code: "ResultParseFailed".into(),
+            message: format!(
+                "The diagnosis result is not valid JSON: {err}; raw result: {}",
+                snippet(&text)
+            ),
+            data: Value::Null,
+            task_id: task_id.into(),
+            result: Map::from_iter([("raw".to_string(), Value::String(text))]),
+        },
+    }
+}
+
+/// Declares one diagnosis tool: the parameter struct `P` plus its [`Spec`].
+fn diagnosis_tool<P>(name: &'static str, description: &'static str, spec: &'static Spec) -> ToolDef
+where
+    P: Serialize + for<'de> Deserialize<'de> + JsonSchema + Send + 'static,
+{
+    tool::<P, DiagnosisResult, _, _>(
+        name,
+        description,
+        "InvokeDiagnosis",
+        Effect::ReadOnly,
+        move |services, params, ctx| {
+            let args = match serde_json::to_value(&params) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            run(services, spec, args, ctx)
+        },
+    )
+}
+
+// ---- parameter structs ------------------------------------------------------------------
+
+const CLUSTER_TYPE: &str = "Cluster type for pod mode: ackClusters (ACK managed), \
+ackServerlessClusters (ACK Serverless) or acsClusters (ACS)";
+
+/// memgraph: node or pod mode.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct MemgraphParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel: "ecs" for a node (ECS instance), "auto" for a pod in a cluster
+    channel: String,
+    /// ECS instance ID (node mode)
+    #[serde(default)]
+    instance: Option<String>,
+    /// Pod name (optional in node mode, required in pod mode)
+    #[serde(default)]
+    pod: Option<String>,
+    #[schemars(description = CLUSTER_TYPE)]
+    #[serde(default, rename = "clusterType")]
+    cluster_type: Option<String>,
+    /// Cluster ID (pod mode)
+    #[serde(default, rename = "clusterId")]
+    cluster_id: Option<String>,
+    /// Pod namespace (pod mode)
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+fn zero() -> Option<String> {
+    Some("0".into())
+}
+
+/// javamem: instance always required.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct JavamemParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel: "ecs" for a node, "auto" for a pod in a cluster
+    channel: String,
+    /// ECS instance ID
+    instance: String,
+    /// PID of the Java process (node mode: give pid or pod)
+    #[serde(default)]
+    pid: Option<String>,
+    /// Pod name; without pid, the pod's PID 1 is diagnosed (single-container pods)
+    #[serde(default)]
+    pod: Option<String>,
+    /// Seconds of JNI memory-allocation profiling; "0" disables it
+    #[serde(default = "zero")]
+    duration: Option<String>,
+    #[schemars(description = CLUSTER_TYPE)]
+    #[serde(default, rename = "clusterType")]
+    cluster_type: Option<String>,
+    /// Cluster ID (pod mode)
+    #[serde(default, rename = "clusterId")]
+    cluster_id: Option<String>,
+    /// Pod namespace (pod mode)
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// oomcheck: node or pod mode, optional timestamp.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct OomcheckParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel: "ecs" for a node, "auto" for a pod in a cluster
+    channel: String,
+    /// ECS instance ID (node mode)
+    #[serde(default)]
+    instance: Option<String>,
+    /// Pod name
+    #[serde(default)]
+    pod: Option<String>,
+    /// Unix timestamp: analyse the OOM event closest to it (default: the latest)
+    #[serde(default)]
+    time: Option<String>,
+    #[schemars(description = CLUSTER_TYPE)]
+    #[serde(default, rename = "clusterType")]
+    cluster_type: Option<String>,
+    /// Cluster ID (pod mode)
+    #[serde(default, rename = "clusterId")]
+    cluster_id: Option<String>,
+    /// Pod namespace (pod mode)
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// iofsstat.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct IofsstatParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel; must be "ecs"
+    channel: String,
+    /// ECS instance ID
+    instance: String,
+    /// Seconds to collect, default 15
+    #[serde(default)]
+    timeout: Option<String>,
+    /// Disk to watch, e.g. sda (default: all disks)
+    #[serde(default)]
+    disk: Option<String>,
+}
+
+/// iodiagnose.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct IodiagnoseParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel; must be "ecs"
+    channel: String,
+    /// ECS instance ID
+    instance: String,
+    /// Seconds to diagnose, default 30; less than 30 is not recommended
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// Tools that take only the instance.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct InstanceParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel; must be "ecs"
+    channel: String,
+    /// ECS instance ID
+    instance: String,
+}
+
+/// netjitter and delay.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct JitterParams {
+    /// User ID (Alibaba Cloud account UID)
+    uid: String,
+    /// Region of the instance, e.g. cn-hangzhou
+    region: String,
+    /// Diagnosis channel; must be "ecs"
+    channel: String,
+    /// ECS instance ID
+    instance: String,
+    /// Seconds to observe (server default 20)
+    #[serde(default)]
+    duration: Option<String>,
+    /// Jitter threshold in milliseconds (server default: 10 for netjitter, 20 for delay)
+    #[serde(default)]
+    threshold: Option<String>,
+}
+
+// ---- the table --------------------------------------------------------------------------
+
+const NONE: &[(&str, &str)] = &[];
+
+static MEMGRAPH: Spec = Spec {
+    service: "memgraph",
+    defaults: NONE,
+    renames: NONE,
+};
+static JAVAMEM: Spec = Spec {
+    service: "javamem",
+    defaults: &[("duration", "0")],
+    renames: &[("pid", "Pid")],
+};
+static OOMCHECK: Spec = Spec {
+    service: "oomcheck",
+    defaults: NONE,
+    renames: NONE,
+};
+static IOFSSTAT: Spec = Spec {
+    service: "iofsstat",
+    defaults: &[("timeout", "15")],
+    renames: NONE,
+};
+static IODIAGNOSE: Spec = Spec {
+    service: "iodiagnose",
+    defaults: &[("timeout", "30")],
+    renames: NONE,
+};
+static PACKETDROP: Spec = Spec {
+    service: "packetdrop",
+    defaults: NONE,
+    renames: NONE,
+};
+static NETJITTER: Spec = Spec {
+    service: "netjitter",
+    defaults: NONE,
+    renames: NONE,
+};
+static DELAY: Spec = Spec {
+    service: "delay",
+    defaults: NONE,
+    renames: NONE,
+};
+static LOADTASK: Spec = Spec {
+    service: "loadtask",
+    defaults: NONE,
+    renames: NONE,
+};
+static VMCORE: Spec = Spec {
+    service: "vmcore",
+    defaults: NONE,
+    renames: NONE,
+};
+static DISKANALYSIS: Spec = Spec {
+    service: "diskanalysis",
+    defaults: NONE,
+    renames: NONE,
+};
+
+pub(super) fn tools() -> Vec<ToolDef> {
+    vec![
+        diagnosis_tool::<MemgraphParams>(
+            "memgraph",
+            concat!(
+                activation_note!(),
+                "Memory panorama: use when memory usage is high and the cause is unclear. Scans system memory, \
+             separates kernel from application memory, and lists the top 30 applications by memory, file \
+             cache and shared-memory cache. Node mode: channel=\"ecs\", instance (optionally pod). Pod mode: \
+             channel=\"auto\" with clusterType, clusterId, namespace and pod. Takes tens of seconds; \
+             returns code, message, task_id and the parsed report in result."
+            ),
+            &MEMGRAPH,
+        ),
+        diagnosis_tool::<JavamemParams>(
+            "javamem",
+            concat!(
+                activation_note!(),
+                "Java memory diagnosis: heap and non-heap breakdown of a Java process, detecting leaks and \
+             overflows. Node mode: channel=\"ecs\", instance plus pid or pod (without pid the pod's PID 1 is \
+             used, so the pod should have a single container); duration enables JNI allocation profiling for \
+             that many seconds (default \"0\" = off). Pod mode: channel=\"auto\" with clusterType, clusterId, \
+             namespace and pod."
+            ),
+            &JAVAMEM,
+        ),
+        diagnosis_tool::<OomcheckParams>(
+            "oomcheck",
+            concat!(
+                activation_note!(),
+                "OOM diagnosis: finds why an out-of-memory kill happened (global memory shortage, cgroup limit, \
+             parent cgroup limit, NUMA node shortage through cpuset.mems, shared memory above 30% of the \
+             cgroup's user memory) and suggests fixes. time (Unix timestamp) picks the OOM event nearest to \
+             it, otherwise the latest. Node mode (channel=\"ecs\", instance) or pod mode (channel=\"auto\", \
+             clusterType, clusterId, namespace, pod)."
+            ),
+            &OOMCHECK,
+        ),
+        diagnosis_tool::<IofsstatParams>(
+            "iofsstat",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "IO traffic attribution: IO throughput per disk/partition and per process, for sudden IO bursts. \
+             timeout = seconds to collect (default \"15\"); disk = e.g. \"sda\" (default: all disks)."
+            ),
+            &IOFSSTAT,
+        ),
+        diagnosis_tool::<IodiagnoseParams>(
+            "iodiagnose",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "One-click IO diagnosis: high IO latency (OS side or storage backend), abnormal IO traffic \
+             (which process), high iowait (root cause along the IO path). timeout = seconds to diagnose \
+             (default \"30\"; below 30 is not recommended)."
+            ),
+            &IODIAGNOSE,
+        ),
+        diagnosis_tool::<InstanceParams>(
+            "packetdrop",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "Packet-drop diagnosis inside the kernel network stack: finds drops caused by misconfiguration, \
+             iptables rules or drivers."
+            ),
+            &PACKETDROP,
+        ),
+        diagnosis_tool::<JitterParams>(
+            "netjitter",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "Network jitter diagnosis: slow application receive, slow softirq processing, slow qdisc. \
+             duration = seconds to observe (default 20); threshold = jitter threshold in ms (default 10). \
+             Both are only sent when given."
+            ),
+            &NETJITTER,
+        ),
+        diagnosis_tool::<JitterParams>(
+            "delay",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "Scheduling jitter diagnosis: finds CPUs that did not switch tasks for a long time, starving user \
+             processes (for example during memory reclaim). duration = seconds to observe (default 20); \
+             threshold = ms (default 20)."
+            ),
+            &DELAY,
+        ),
+        diagnosis_tool::<InstanceParams>(
+            "loadtask",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "System load diagnosis: explains an abnormal load1 and which tasks contribute to it, with details."
+            ),
+            &LOADTASK,
+        ),
+        diagnosis_tool::<InstanceParams>(
+            "vmcore",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "Crash diagnosis of an instance: analyses the kernel panic core dump together with dmesg to find \
+             why the OS crashed."
+            ),
+            &VMCORE,
+        ),
+        diagnosis_tool::<InstanceParams>(
+            "diskanalysis",
+            concat!(
+                activation_note!(),
+                node_mode!(),
+                "Disk usage analysis: what fills the disks of the instance."
+            ),
+            &DISKANALYSIS,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn params_drop_nulls_and_routing_fields() {
+        let p = diagnosis_params(
+            &MEMGRAPH,
+            &args(
+                json!({"uid": "1", "region": "cn-hangzhou", "channel": "ecs", "instance": "i-1", "pod": null}),
+            ),
+        );
+        assert_eq!(
+            Value::Object(p).to_string(),
+            r#"{"region":"cn-hangzhou","_hide":"0","instance":"i-1","source":"mcp"}"#
+        );
+    }
+
+    #[test]
+    fn javamem_renames_pid_and_defaults_duration() {
+        let p = diagnosis_params(
+            &JAVAMEM,
+            &args(
+                json!({"uid": "1", "region": "r", "channel": "ecs", "instance": "i", "pid": "42", "duration": ""}),
+            ),
+        );
+        assert_eq!(p["Pid"], "42");
+        assert!(!p.contains_key("pid"));
+        assert_eq!(p["duration"], "0");
+    }
+
+    #[test]
+    fn io_defaults_apply_only_when_missing() {
+        let p = diagnosis_params(&IOFSSTAT, &args(json!({"region": "r", "instance": "i"})));
+        assert_eq!(p["timeout"], "15");
+        let p = diagnosis_params(
+            &IODIAGNOSE,
+            &args(json!({"region": "r", "instance": "i", "timeout": "60"})),
+        );
+        assert_eq!(p["timeout"], "60");
+    }
+
+    #[test]
+    fn jitter_sends_threshold_only_when_given() {
+        let p = diagnosis_params(
+            &NETJITTER,
+            &args(json!({"region": "r", "instance": "i", "duration": null})),
+        );
+        assert!(!p.contains_key("duration") && !p.contains_key("threshold"));
+    }
+
+    #[test]
+    fn result_string_is_parsed_or_kept_raw() {
+        let ok = finished(
+            json!({"status": "Success", "result": "{\"summary\":\"ok\"}"}),
+            "T1",
+        );
+        assert_eq!(ok.code, "Success");
+        assert_eq!(ok.result["summary"], "ok");
+        let bad = finished(json!({"status": "Success", "result": "not json"}), "T1");
+        assert_eq!(bad.code, "ResultParseFailed");
+        assert_eq!(bad.result["raw"], "not json");
+    }
+
+    #[test]
+    fn poll_schedule_backs_off_after_thirty_seconds() {
+        let base = Duration::from_secs(1);
+        assert_eq!(poll_delay(base, Duration::from_secs(5)), base);
+        assert_eq!(
+            poll_delay(base, Duration::from_secs(40)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            poll_delay(Duration::from_secs(4), Duration::from_secs(40)),
+            Duration::from_secs(5)
+        );
+    }
+}

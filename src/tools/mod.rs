@@ -1,0 +1,382 @@
+//! The 21 SysOM tools and the MCP server that serves them.
+//!
+//! Tools are declared as a table ([`ToolDef`]): a parameter struct (its JSON Schema is the input
+//! schema), an envelope type (the output schema) and an async function. Arguments are parsed
+//! here, not by rmcp, so that a bad argument is a tool error (`isError: true`) naming the field,
+//! which the model can read and fix, rather than a protocol error it never sees.
+
+pub mod activation;
+mod am;
+mod crash;
+mod diagnosis;
+pub mod envelope;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+
+use arc_swap::ArcSwap;
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    handler::server::tool::{schema_for_input, schema_for_output},
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+        ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    },
+    service::{Peer, RequestContext},
+};
+use schemars::JsonSchema;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::DiagnosisSettings, metrics, upstream};
+
+type JsonObject = Map<String, Value>;
+type BoxFuture = Pin<Box<dyn Future<Output = Value> + Send>>;
+type Runner =
+    Box<dyn Fn(Arc<Services>, JsonObject, CallCtx) -> Result<BoxFuture, String> + Send + Sync>;
+
+/// What every tool can use: the upstream client and the settings and caches they share.
+pub struct Services {
+    pub upstream: upstream::Client,
+    pub diagnosis: DiagnosisSettings,
+    pub activation: Arc<activation::Cache>,
+}
+
+impl Services {
+    /// `activation` is passed in so a reload keeps what was already confirmed.
+    pub fn new(
+        upstream: upstream::Client,
+        diagnosis: DiagnosisSettings,
+        activation: Option<Arc<activation::Cache>>,
+    ) -> Self {
+        Self {
+            upstream,
+            diagnosis,
+            activation: activation.unwrap_or_default(),
+        }
+    }
+}
+
+/// Per-call context handed to a tool: cancellation and the way to report progress.
+pub struct CallCtx {
+    pub cancel: CancellationToken,
+    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+}
+
+impl CallCtx {
+    /// Sends a progress notification if the client asked for them; failures are not fatal.
+    pub async fn progress(&self, done: f64, total: f64, message: String) {
+        if let Some((token, peer)) = &self.progress {
+            let param = ProgressNotificationParam::new(token.clone(), done)
+                .with_total(total)
+                .with_message(message);
+            if let Err(e) = peer.notify_progress(param).await {
+                tracing::debug!(error = %e, "progress notification not delivered");
+            }
+        }
+    }
+}
+
+/// One tool: its MCP declaration, the upstream action it maps to (for logs), and its body.
+pub struct ToolDef {
+    tool: Tool,
+    action: &'static str,
+    run: Runner,
+}
+
+/// How a tool behaves, for the MCP annotations.
+#[derive(Clone, Copy)]
+pub enum Effect {
+    /// Only reads or observes.
+    ReadOnly,
+    /// Changes state, and repeating it changes nothing more.
+    Idempotent,
+    /// Changes state each time (creates something).
+    Creates,
+}
+
+fn annotations(effect: Effect) -> ToolAnnotations {
+    let a = ToolAnnotations::new().read_only(matches!(effect, Effect::ReadOnly));
+    let a = match effect {
+        Effect::ReadOnly => a,
+        Effect::Idempotent => a.idempotent(true).destructive(false),
+        Effect::Creates => a.idempotent(false).destructive(false),
+    };
+    a.open_world(true)
+}
+
+/// Parses tool arguments into `P`, naming the field at fault on error.
+pub fn parse_args<P: DeserializeOwned>(args: JsonObject) -> Result<P, String> {
+    serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("invalid arguments: {inner}")
+        } else {
+            format!("invalid argument `{path}`: {inner}")
+        }
+    })
+}
+
+/// Declares a tool from its parameter type `P`, envelope type `O` and async body `f`.
+pub fn tool<P, O, F, Fut>(
+    name: &'static str,
+    description: &'static str,
+    action: &'static str,
+    effect: Effect,
+    f: F,
+) -> ToolDef
+where
+    P: DeserializeOwned + JsonSchema + 'static,
+    O: Serialize + JsonSchema + 'static,
+    F: Fn(Arc<Services>, P, CallCtx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+{
+    let input = schema_for_input::<P>()
+        .unwrap_or_else(|e| panic!("input schema of {name} is invalid: {e}"));
+    let tool = Tool::new(name, description, input)
+        .with_raw_output_schema(schema_for_output::<O>())
+        .with_annotations(annotations(effect));
+    let run: Runner = Box::new(move |services, args, ctx| {
+        let params = parse_args::<P>(args)?;
+        let fut = f(services, params, ctx);
+        Ok(Box::pin(async move {
+            serde_json::to_value(fut.await).expect("envelopes always serialise")
+        }))
+    });
+    ToolDef { tool, action, run }
+}
+
+/// All 21 tools, in the original server's order.
+fn all_tools() -> Vec<ToolDef> {
+    let mut tools = am::tools();
+    tools.extend(diagnosis::tools());
+    tools.extend(crash::tools());
+    tools.extend(activation::tools());
+    tools
+}
+
+/// The MCP server. Cheap to clone: each HTTP session gets a clone sharing everything.
+/// `services` is swapped whole on SIGHUP; calls already running keep the one they started with.
+#[derive(Clone)]
+pub struct SysomServer {
+    services: Arc<ArcSwap<Services>>,
+    tools: Arc<Vec<ToolDef>>,
+    /// The peer of a legacy SSE session, for logs (Streamable HTTP carries it per request).
+    client: Option<std::net::SocketAddr>,
+}
+
+impl SysomServer {
+    pub fn new(services: Services) -> Self {
+        Self {
+            services: Arc::new(ArcSwap::from_pointee(services)),
+            tools: Arc::new(all_tools()),
+            client: None,
+        }
+    }
+
+    /// A clone that reports `client` as the caller of its tool calls.
+    pub fn for_client(&self, client: Option<std::net::SocketAddr>) -> Self {
+        Self {
+            client,
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the services (new credentials, endpoint or settings) for future calls.
+    pub fn replace_services(&self, services: Services) {
+        self.services.store(Arc::new(services));
+    }
+
+    /// The activation cache, carried over when services are replaced.
+    pub fn activation_cache(&self) -> Arc<activation::Cache> {
+        self.services.load().activation.clone()
+    }
+
+    pub fn credentials_configured(&self) -> bool {
+        self.services.load().upstream.credentials().is_configured()
+    }
+
+    pub fn tool_list(&self) -> Vec<Tool> {
+        self.tools.iter().map(|t| t.tool.clone()).collect()
+    }
+}
+
+/// The remote address recorded by the HTTP layer for the request, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+fn client_addr(ctx: &RequestContext<RoleServer>) -> Option<std::net::SocketAddr> {
+    ctx.extensions
+        .get::<ClientAddr>()
+        .or_else(|| {
+            ctx.extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.extensions.get::<ClientAddr>())
+        })
+        .map(|c| c.0)
+}
+
+/// Picks the fields the journal record carries out of an envelope.
+fn str_field<'a>(v: &'a Value, keys: &[&str]) -> &'a str {
+    keys.iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or("")
+}
+
+impl ServerHandler for SysomServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("sysom-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Alibaba Cloud SysOM OS diagnoses. Call check_sysom_initialed once when the user first \
+                 uses these tools; if SysOM is not activated, ask the user before calling initial_sysom.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools
+            .iter()
+            .find(|t| t.tool.name == name)
+            .map(|t| t.tool.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some(def) = self.tools.iter().find(|t| t.tool.name == request.name) else {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "Unknown tool: {}",
+                request.name
+            ))])
+            .into());
+        };
+        let started = Instant::now();
+        let addr = client_addr(&context).or(self.client);
+        let ctx = CallCtx {
+            cancel: context.ct.clone(),
+            progress: context
+                .meta
+                .get_progress_token()
+                .map(|t| (t, context.peer.clone())),
+        };
+        let args = request.arguments.unwrap_or_default();
+        let _running = metrics::ToolRunning::start();
+        let outcome = (def.run)(self.services.load_full(), args, ctx);
+        let result = match outcome {
+            Ok(fut) => Ok(fut.await),
+            Err(message) => Err(message),
+        };
+        let millis = started.elapsed().as_millis() as u64;
+        let client = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "stdio".into());
+        match result {
+            Ok(envelope) => {
+                let code = str_field(&envelope, &["code"]);
+                let code = if code.is_empty() {
+                    envelope::SUCCESS
+                } else {
+                    code
+                };
+                metrics::record_tool_call(def.action_tool_name(), code, started.elapsed());
+                tracing::info!(
+                    sysom_tool = %def.tool.name,
+                    sysom_task_id = str_field(&envelope, &["task_id"]),
+                    sysom_upstream_action = def.action,
+                    sysom_request_id = str_field(&envelope, &["requestId", "RequestId", "request_id"]),
+                    sysom_client_addr = %client,
+                    sysom_duration_ms = millis,
+                    sysom_result_code = code,
+                    "tool call {} finished: {}", def.tool.name, code
+                );
+                Ok(CallToolResult::structured(envelope).into())
+            }
+            Err(message) => {
+                metrics::record_tool_call(
+                    def.action_tool_name(),
+                    "InvalidArguments",
+                    started.elapsed(),
+                );
+                tracing::info!(
+                    sysom_tool = %def.tool.name,
+                    sysom_upstream_action = def.action,
+                    sysom_client_addr = %client,
+                    sysom_duration_ms = millis,
+                    sysom_result_code = "InvalidArguments",
+                    "tool call {} rejected: {}", def.tool.name, message
+                );
+                Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into())
+            }
+        }
+    }
+}
+
+impl ToolDef {
+    fn action_tool_name(&self) -> &str {
+        &self.tool.name
+    }
+
+    /// Adds a check that runs on the raw arguments before the tool body (for ranges and other
+    /// rules the parameter type cannot express).
+    pub fn with_validation(
+        mut self,
+        check: impl Fn(&JsonObject) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        let run = self.run;
+        self.run = Box::new(move |services, args, ctx| {
+            check(&args)?;
+            run(services, args, ctx)
+        });
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twenty_one_tools_with_unique_names_and_output_schemas() {
+        let tools = all_tools();
+        assert_eq!(tools.len(), 21);
+        let mut names: Vec<_> = tools.iter().map(|t| t.tool.name.to_string()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 21);
+        assert!(tools.iter().all(|t| t.tool.output_schema.is_some()));
+        assert!(
+            tools
+                .iter()
+                .all(|t| t.tool.description.as_deref().unwrap_or("").len() > 80)
+        );
+    }
+
+    #[test]
+    fn parse_args_names_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct P {
+            uid: String,
+            timeout: Option<String>,
+        }
+        let mut m = JsonObject::new();
+        m.insert("uid".into(), Value::from("u"));
+        m.insert("timeout".into(), Value::from(5));
+        let err = parse_args::<P>(m).unwrap_err();
+        assert!(err.contains("`timeout`"), "{err}");
+        let err = parse_args::<P>(JsonObject::new()).unwrap_err();
+        assert!(err.contains("uid"), "{err}");
+    }
+}

@@ -1,0 +1,379 @@
+//! The SysOM OpenAPI client: one shared HTTPS connection pool (rustls, system CA store), signed
+//! requests, timeouts, and retries with jittered backoff for GET operations that were throttled
+//! or hit a 5xx. POSTs are never retried: InvokeDiagnosis twice would start two diagnoses.
+
+pub mod ops;
+
+use std::{sync::Arc, time::Duration};
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use crate::{
+    config::UpstreamSettings,
+    credentials::{AccessKey, CredentialError, Provider},
+    signing,
+};
+pub use ops::Operation;
+
+/// Why a call produced no usable answer. `Display` matches the SDK's wording so users recognise
+/// it, and never contains a secret.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("SysOM OpenAPI did not answer within {0:?} (read timeout)")]
+    Timeout(Duration),
+    #[error("cannot reach the SysOM OpenAPI at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("Error: {code} code: {status}, {message} request id: {}", request_id.as_deref().unwrap_or("-"))]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    #[error("SysOM OpenAPI answered HTTP {status} with a body that is not valid JSON: {snippet}")]
+    Malformed { status: u16, snippet: String },
+}
+
+impl UpstreamError {
+    /// The gateway's error code, or a short code of our own for transport failures.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Credentials(_) => "CredentialsMissing",
+            Self::Timeout(_) => "UpstreamTimeout",
+            Self::Connect { .. } => "UpstreamUnreachable",
+            Self::Api { code, .. } => code,
+            Self::Malformed { .. } => "MalformedResponse",
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Api { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { status, code, .. } => *status >= 500 || code.starts_with("Throttling"),
+            Self::Timeout(_) | Self::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The first 200 characters of a body, for error messages.
+pub fn snippet(text: &str) -> String {
+    let s: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        format!("{s}…")
+    } else {
+        s
+    }
+}
+
+/// Reads `Code`/`Message`/`RequestId` in any of the casings the gateway uses.
+fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| v.get(*n).and_then(Value::as_str))
+}
+
+/// The request id of a JSON body, whatever its key's spelling.
+pub fn request_id_of(v: &Value) -> Option<String> {
+    field(v, &["RequestId", "requestId", "request_id"]).map(str::to_string)
+}
+
+/// One signed request. Also used for STS AssumeRole, which speaks the same signature.
+pub struct SignedRequest<'a> {
+    pub action: &'a str,
+    pub version: &'a str,
+    pub method: Method,
+    pub path: &'a str,
+    pub query: &'a [(String, String)],
+    pub body: Option<&'a Value>,
+}
+
+/// `host[:port]` as the HTTP client will send it in the Host header.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+impl SignedRequest<'_> {
+    /// Signs and sends the request; returns the status and body text.
+    pub async fn send(
+        &self,
+        http: &reqwest::Client,
+        endpoint: &Url,
+        key: &AccessKey,
+    ) -> Result<(StatusCode, String), reqwest::Error> {
+        let body = self.body.map(|b| b.to_string()).unwrap_or_default();
+        let hashed = signing::sha256_hex(body.as_bytes());
+        let mut headers = vec![
+            ("host".to_string(), host_header(endpoint)),
+            ("x-acs-action".to_string(), self.action.to_string()),
+            ("x-acs-version".to_string(), self.version.to_string()),
+            (
+                "x-acs-date".to_string(),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ),
+            (
+                "x-acs-signature-nonce".to_string(),
+                uuid::Uuid::new_v4().simple().to_string(),
+            ),
+            ("x-acs-content-sha256".to_string(), hashed.clone()),
+        ];
+        if self.body.is_some() {
+            headers.push((
+                "content-type".to_string(),
+                "application/json; charset=utf-8".to_string(),
+            ));
+        }
+        if let Some(token) = &key.security_token {
+            headers.push((
+                "x-acs-security-token".to_string(),
+                token.expose().to_string(),
+            ));
+        }
+        let sig = signing::sign(
+            &signing::SignInput {
+                method: self.method.as_str(),
+                path: self.path,
+                query: self.query,
+                headers: &headers,
+                hashed_payload: &hashed,
+            },
+            key.secret.expose(),
+        );
+        // The query goes on the wire exactly as it was signed.
+        let mut url = endpoint.clone();
+        url.set_path(self.path);
+        let query = signing::canonical_query(self.query);
+        url.set_query((!query.is_empty()).then_some(query.as_str()));
+
+        let mut req = http
+            .request(self.method.clone(), url)
+            .header("accept", "application/json")
+            .header("authorization", signing::authorization(&key.id, &sig));
+        for (name, value) in headers.iter().filter(|(n, _)| n != "host") {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if self.body.is_some() {
+            req = req.body(body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        Ok((status, text))
+    }
+}
+
+/// The shared client. Clone freely: clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: Url,
+    credentials: Arc<Provider>,
+    settings: UpstreamSettings,
+}
+
+/// Builds the one HTTP client of the process: rustls with the system's CA store, pooled.
+pub fn build_http(settings: &UpstreamSettings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("sysom-mcp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+impl Client {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Url,
+        credentials: Arc<Provider>,
+        settings: UpstreamSettings,
+    ) -> Self {
+        Self {
+            http,
+            endpoint,
+            credentials,
+            settings,
+        }
+    }
+
+    pub fn credentials(&self) -> &Provider {
+        &self.credentials
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Calls `op` and returns its JSON body. HTTP errors become [`UpstreamError::Api`] with the
+    /// gateway's Code, Message and RequestId; GETs are retried as the module comment says.
+    pub async fn call(
+        &self,
+        op: &Operation,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, UpstreamError> {
+        let retries = match op.method {
+            ops::OpMethod::Get => self.settings.max_retries,
+            ops::OpMethod::Post => 0,
+        };
+        let mut attempt = 0;
+        loop {
+            let result = self.call_once(op, query, body).await;
+            match result {
+                Err(e) if attempt < retries && e.is_retryable() => {
+                    attempt += 1;
+                    let delay = backoff(attempt);
+                    tracing::debug!(
+                        action = op.action,
+                        attempt,
+                        code = e.code(),
+                        ?delay,
+                        "retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        op: &Operation,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, UpstreamError> {
+        let key = self.credentials.get(&self.http).await?;
+        let request = SignedRequest {
+            action: op.action,
+            version: ops::API_VERSION,
+            method: op.method.as_reqwest(),
+            path: op.path,
+            query,
+            body,
+        };
+        let (status, text) = request
+            .send(&self.http, &self.endpoint, &key)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        interpret(status, &text)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> UpstreamError {
+        if e.is_timeout() {
+            UpstreamError::Timeout(self.settings.read_timeout)
+        } else {
+            // The innermost cause says the useful part ("connection refused", DNS, TLS).
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message = s.to_string();
+                source = s.source();
+            }
+            UpstreamError::Connect {
+                endpoint: self.endpoint.to_string(),
+                message,
+            }
+        }
+    }
+}
+
+/// Turns a status and body into a JSON value or an error carrying the gateway's fields.
+fn interpret(status: StatusCode, text: &str) -> Result<Value, UpstreamError> {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    if status.is_success() {
+        return parsed.ok_or_else(|| UpstreamError::Malformed {
+            status: status.as_u16(),
+            snippet: snippet(text),
+        });
+    }
+    let json = parsed.unwrap_or(Value::Null);
+    Err(UpstreamError::Api {
+        status: status.as_u16(),
+        code: field(&json, &["Code", "code"])
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP{}", status.as_u16())),
+        message: field(&json, &["Message", "message"])
+            .map(str::to_string)
+            .unwrap_or_else(|| snippet(text)),
+        request_id: request_id_of(&json),
+    })
+}
+
+/// Exponential backoff with full jitter: up to 200 ms, 400 ms, 800 ms … capped at 3 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = (200u64 << attempt.min(4)).min(3000);
+    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_keep_code_message_and_request_id() {
+        let err = interpret(
+            StatusCode::FORBIDDEN,
+            r#"{"RequestId":"RID-1","Code":"Forbidden.NoPermission","Message":"no"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "Forbidden.NoPermission");
+        assert_eq!(err.request_id(), Some("RID-1"));
+        assert_eq!(
+            err.to_string(),
+            "Error: Forbidden.NoPermission code: 403, no request id: RID-1"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn throttling_and_5xx_are_retryable() {
+        let t = interpret(StatusCode::BAD_REQUEST, r#"{"Code":"Throttling.User"}"#).unwrap_err();
+        assert!(t.is_retryable());
+        let s = interpret(StatusCode::BAD_GATEWAY, "<html>").unwrap_err();
+        assert!(s.is_retryable());
+        assert_eq!(s.code(), "HTTP502");
+    }
+
+    #[test]
+    fn malformed_success_body_is_an_error() {
+        let e = interpret(StatusCode::OK, "{not json").unwrap_err();
+        assert!(matches!(e, UpstreamError::Malformed { .. }));
+        assert!(e.to_string().contains("{not json"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..10 {
+            let d = backoff(attempt);
+            assert!(d <= Duration::from_secs(3));
+            assert!(d >= Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn host_header_keeps_explicit_port() {
+        assert_eq!(
+            host_header(&Url::parse("http://127.0.0.1:8080/x").unwrap()),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            host_header(&Url::parse("https://sysom.cn-hangzhou.aliyuncs.com").unwrap()),
+            "sysom.cn-hangzhou.aliyuncs.com"
+        );
+    }
+}
