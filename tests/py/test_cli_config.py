@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -84,9 +85,28 @@ def test_bad_value_names_the_key(sysom_bin, mock, tmp_path):
     assert proc.returncode == 2 and "poll_interval_ms" in proc.stderr, proc.stderr
 
 
-def test_valid_config_file_is_accepted(sysom_bin, mock, tmp_path):
+@pytest.mark.anyio
+async def test_config_file_values_apply(sysom_bin, mock, tmp_path):
+    """A valid file is accepted and its values are used (here diagnosis.timeout_secs)."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text("[upstream]\nread_timeout_ms = 5000\n\n[diagnosis]\npoll_interval_ms = 100\n")
-    # With stdin at EOF the stdio server starts, sees the client gone, and exits cleanly.
-    proc = harness.run_binary(["--stdio", "--config", str(cfg)], harness.server_env(mock))
-    assert proc.returncode == 0, proc.stderr
+    cfg.write_text("[upstream]\nread_timeout_ms = 5000\n\n[diagnosis]\ntimeout_secs = 1\npoll_interval_ms = 50\n")
+    mock.scenario(diagnosis={"final": "never"})
+    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT=None, SYSOM_MCP_POLL_INTERVAL_MS=None)
+    async with harness.open_session(env, config=cfg) as client:
+        t0 = time.monotonic()
+        out = harness.payload(await client.call("loadtask", harness.MINIMAL_ARGS["loadtask"]))
+        elapsed = time.monotonic() - t0
+    assert out["code"] == "TaskTimeout"
+    assert 0.8 <= elapsed < 4, f"config diagnosis.timeout_secs = 1 not applied ({elapsed:.1f}s)"
+
+
+@pytest.mark.anyio
+async def test_environment_beats_config_file(sysom_bin, mock, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[diagnosis]\ntimeout_secs = 30\n")
+    mock.scenario(diagnosis={"final": "never"})
+    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="1")
+    async with harness.open_session(env, config=cfg) as client:
+        t0 = time.monotonic()
+        out = harness.payload(await client.call("loadtask", harness.MINIMAL_ARGS["loadtask"]))
+    assert out["code"] == "TaskTimeout" and time.monotonic() - t0 < 4

@@ -48,7 +48,8 @@ async def test_invalid_arguments(mcp_client, mock, tool, args, field):
 
 
 async def test_unknown_tool(mcp_client):
-    from mcp.shared.exceptions import McpError
+    from mcp.shared import exceptions
+    McpError = getattr(exceptions, "MCPError", None) or exceptions.McpError  # renamed in mcp 2.x
     try:
         res = await mcp_client.call("no_such_tool", {})
     except McpError as e:  # a JSON-RPC error is also acceptable
