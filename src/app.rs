@@ -226,7 +226,8 @@ async fn serve_http(
         Ok(t) => t,
         Err(e) => return fail(Exit::Config, e),
     };
-    if tokens.is_empty() && !config.auth.allow_unauthenticated && !loopback_only(&listeners) {
+    let loopback = loopback_only(&listeners);
+    if tokens.is_empty() && !config.auth.allow_unauthenticated && !loopback {
         return fail(
             Exit::Config,
             "refusing to serve on a non-loopback address without a bearer token. Put tokens (one per \
@@ -252,7 +253,7 @@ async fn serve_http(
     );
     let grace = config.server.shutdown_grace;
     let idle_timeout = config.server.idle_timeout;
-    let state = State::new(config, tokens, tls, server.clone());
+    let state = State::new(config, tokens, tls, server.clone(), loopback);
     let stop = CancellationToken::new();
 
     notify::ready(&format!("serving on {addresses}"));

@@ -77,6 +77,8 @@ pub struct State {
     pub shutdown: CancellationToken,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Whether every listening socket is loopback-only (tokens are optional then).
+    loopback_only: bool,
 }
 
 fn streamable_config(
@@ -101,6 +103,7 @@ impl State {
         tokens: auth::Tokens,
         tls: Option<TlsAcceptor>,
         server: SysomServer,
+        loopback_only: bool,
     ) -> Arc<Self> {
         let shutdown = CancellationToken::new();
         let mut manager = LocalSessionManager::default();
@@ -130,12 +133,16 @@ impl State {
             shutdown,
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            loopback_only,
         })
     }
 
-    /// Tokens are required unless the admin opted out explicitly.
+    /// Configured tokens are always enforced. Without tokens, only loopback listeners or an
+    /// explicit opt-out serve openly; otherwise every request is refused (fail closed, e.g. if a
+    /// reload left the token list empty).
     pub fn auth_required(&self) -> bool {
-        !self.config.load().auth.allow_unauthenticated || !self.tokens.load().is_empty()
+        !self.tokens.load().is_empty()
+            || !(self.loopback_only || self.config.load().auth.allow_unauthenticated)
     }
 
     pub async fn session_count(&self) -> usize {
