@@ -42,6 +42,7 @@ pub fn main() -> ExitCode {
     let opts = Opts::parse();
     let exit = match opts.command {
         Some(Command::Check) => check::run(&opts.server),
+        Some(Command::Proxy { url, token_file }) => crate::proxy::run(url, token_file),
         None => serve(opts.server),
     };
     exit.into()

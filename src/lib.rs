@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod signing;
 pub mod systemd;
 pub mod tools;

@@ -47,6 +47,15 @@ pub enum Command {
     /// Validate the configuration, test credentials and the endpoint with one harmless signed call,
     /// and report socket/unit state. Exit 0 when everything is usable, 1 otherwise.
     Check,
+    /// Serve MCP on stdio and forward every message to a remote sysom-mcp (Streamable HTTP,
+    /// falling back to legacy SSE), for clients that only speak stdio.
+    Proxy {
+        /// Remote endpoint, e.g. https://mcp.example.com/mcp/unified
+        url: String,
+        /// File holding the bearer token to send (first non-comment line).
+        #[arg(long, env = "SYSOM_MCP_PROXY_TOKEN_FILE", value_name = "PATH")]
+        token_file: Option<PathBuf>,
+    },
 }
 
 /// Flags shared by `serve` (the default) and `check`.

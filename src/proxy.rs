@@ -1,0 +1,259 @@
+//! `sysom-mcp proxy URL`: a stdio MCP server that forwards every tool listing and call to a
+//! remote sysom-mcp, for MCP clients that only speak stdio (the guide's 问题 4). It connects with
+//! Streamable HTTP and falls back to the legacy HTTP+SSE transport if that fails. Progress
+//! notifications and cancellation travel through.
+
+use std::{path::PathBuf, sync::Arc};
+
+use futures::{SinkExt, StreamExt, channel::mpsc};
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResponse, ClientJsonRpcMessage, ListToolsResult,
+        PaginatedRequestParams, ProgressNotificationParam, ServerConfig, ServerJsonRpcMessage,
+    },
+    service::{NotificationContext, Peer, RequestContext, RunningService},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use tokio::sync::OnceCell;
+
+use crate::app::Exit;
+
+/// Forwards the remote's progress notifications to the local (stdio) client.
+#[derive(Clone, Default)]
+struct Upstream {
+    local: Arc<OnceCell<Peer<RoleServer>>>,
+}
+
+impl ClientHandler for Upstream {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.local.get() {
+            let _ = peer.notify_progress(params).await;
+        }
+    }
+}
+
+/// The stdio side: answers with whatever the remote answers.
+#[derive(Clone)]
+struct Forwarder {
+    remote: Peer<RoleClient>,
+    info: ServerConfig,
+    local: Arc<OnceCell<Peer<RoleServer>>>,
+}
+
+fn remote_error(e: impl std::fmt::Display) -> ErrorData {
+    ErrorData::internal_error(format!("remote sysom-mcp: {e}"), None)
+}
+
+impl ServerHandler for Forwarder {
+    fn get_info(&self) -> ServerConfig {
+        self.info.clone()
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let _ = self.local.set(ctx.peer.clone());
+        self.remote.list_tools(request).await.map_err(remote_error)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let _ = self.local.set(ctx.peer.clone());
+        // Dropping the remote call on local cancellation sends notifications/cancelled upstream.
+        tokio::select! {
+            r = self.remote.call_tool_once(request) => r.map_err(remote_error),
+            _ = ctx.ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+        }
+    }
+}
+
+fn read_token(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("{} holds no token", path.display()))
+}
+
+type Remote = RunningService<RoleClient, Upstream>;
+
+async fn connect_streamable(
+    url: &str,
+    token: Option<&str>,
+    handler: Upstream,
+) -> Result<Remote, String> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(t) = token {
+        config = config.auth_header(t.to_string());
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    handler.serve(transport).await.map_err(|e| e.to_string())
+}
+
+/// A minimal legacy HTTP+SSE client transport: GET the stream, learn the message URL from the
+/// `endpoint` event, POST outgoing messages there, read replies as `message` events.
+async fn connect_sse(url: &str, token: Option<&str>, handler: Upstream) -> Result<Remote, String> {
+    let http = reqwest::Client::new();
+    let base = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let mut get = http.get(base.clone()).header("accept", "text/event-stream");
+    if let Some(t) = token {
+        get = get.bearer_auth(t);
+    }
+    let mut resp = get.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("SSE GET answered {}", resp.status()));
+    }
+    let (in_tx, in_rx) = mpsc::channel::<ServerJsonRpcMessage>(32);
+    let (out_tx, mut out_rx) = mpsc::channel::<ClientJsonRpcMessage>(32);
+    let (endpoint_tx, endpoint_rx) = tokio::sync::oneshot::channel::<url::Url>();
+    tokio::spawn(async move {
+        let mut in_tx = in_tx;
+        let mut endpoint_tx = Some(endpoint_tx);
+        let mut buf = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let mut kind = "message";
+                let mut data = String::new();
+                for line in event.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = if v.trim() == "endpoint" {
+                            "endpoint"
+                        } else {
+                            "message"
+                        };
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if kind == "endpoint" {
+                    if let (Some(tx), Ok(u)) = (endpoint_tx.take(), base.join(&data)) {
+                        let _ = tx.send(u);
+                    }
+                } else if let Ok(msg) = serde_json::from_str::<ServerJsonRpcMessage>(&data)
+                    && in_tx.send(msg).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let endpoint = tokio::time::timeout(std::time::Duration::from_secs(10), endpoint_rx)
+        .await
+        .map_err(|_| "no endpoint event within 10 s".to_string())?
+        .map_err(|_| "SSE stream ended before the endpoint event".to_string())?;
+    let token = token.map(str::to_string);
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.next().await {
+            let mut post = http.post(endpoint.clone()).json(&msg);
+            if let Some(t) = &token {
+                post = post.bearer_auth(t);
+            }
+            if let Err(e) = post.send().await {
+                tracing::warn!(error = %e, "posting to the remote SSE session failed");
+            }
+        }
+    });
+    let sink = out_tx.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
+    handler
+        .serve((sink, in_rx))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn proxy(url: String, token: Option<String>) -> Exit {
+    let handler = Upstream::default();
+    let local = handler.local.clone();
+    let remote = match connect_streamable(&url, token.as_deref(), handler.clone()).await {
+        Ok(r) => r,
+        Err(first) => {
+            tracing::info!(error = %first, "Streamable HTTP failed; trying legacy SSE");
+            match connect_sse(&url, token.as_deref(), handler).await {
+                Ok(r) => r,
+                Err(second) => {
+                    eprintln!(
+                        "sysom-mcp proxy: cannot connect to {url}: Streamable HTTP: {first}; SSE: {second}"
+                    );
+                    return Exit::Failure;
+                }
+            }
+        }
+    };
+    // Present the remote's capabilities, name and instructions as our own.
+    let mut info = ServerConfig::new(
+        rmcp::model::ServerCapabilities::builder()
+            .enable_tools()
+            .build(),
+    );
+    if let Some(peer) = remote.peer_info() {
+        info.capabilities = peer.capabilities.clone();
+        if let Some(server) = &peer.server_info {
+            info.server_info = server.clone();
+        }
+        info.instructions = peer.instructions.clone();
+    }
+    let forwarder = Forwarder {
+        remote: remote.peer().clone(),
+        info,
+        local,
+    };
+    let served = match forwarder.serve(rmcp::transport::stdio()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sysom-mcp proxy: MCP handshake on stdio failed: {e}");
+            return Exit::Failure;
+        }
+    };
+    let _ = served.waiting().await;
+    let _ = remote.cancel().await;
+    Exit::Ok
+}
+
+/// Entry point of `sysom-mcp proxy`.
+pub fn run(url: String, token_file: Option<PathBuf>) -> Exit {
+    let token = match token_file.as_ref().map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sysom-mcp proxy: {e}");
+            return Exit::Config;
+        }
+    };
+    if url::Url::parse(&url).is_err() {
+        eprintln!(
+            "sysom-mcp proxy: {url:?} is not a URL (expected e.g. http://host:7140/mcp/unified)"
+        );
+        return Exit::Config;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(proxy(url, token)),
+        Err(e) => {
+            eprintln!("sysom-mcp proxy: cannot start the async runtime: {e}");
+            Exit::Failure
+        }
+    }
+}
