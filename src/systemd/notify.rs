@@ -46,6 +46,8 @@ pub fn spawn_watchdog() -> Option<Duration> {
     let interval = sd_notify::watchdog_enabled()? / 2;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        // After a stall, one ping once progress resumes — not a burst for every missed tick.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             send(&[NotifyState::Watchdog]);
