@@ -133,29 +133,6 @@ pub fn business_failure(body: &Value) -> Option<(String, String)> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permission_hint_matches_case_insensitively() {
-        assert!(with_permission_hint("Forbidden.NoPermission".into()).contains("initial_sysom"));
-        assert!(with_permission_hint("用户未开通服务".into()).contains("alinux.console"));
-        assert_eq!(with_permission_hint("disk full".into()), "disk full");
-    }
-
-    #[test]
-    fn business_failure_reads_code_and_message() {
-        let ok = serde_json::json!({"code": "Success", "message": ""});
-        assert!(business_failure(&ok).is_none());
-        let bad = serde_json::json!({"code": "InvalidParam", "message": "bad instance"});
-        assert_eq!(
-            business_failure(&bad),
-            Some(("InvalidParam".into(), "bad instance".into()))
-        );
-    }
-}
-
 /// An upstream call reduced to what every simple (non-diagnosis) envelope needs.
 pub struct Outcome {
     pub code: String,
@@ -234,4 +211,27 @@ pub fn query_from<T: Serialize>(params: &T, skip: &[&str]) -> Vec<(String, Strin
             other => Some((k, other.to_string())),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_hint_matches_case_insensitively() {
+        assert!(with_permission_hint("Forbidden.NoPermission".into()).contains("initial_sysom"));
+        assert!(with_permission_hint("用户未开通服务".into()).contains("alinux.console"));
+        assert_eq!(with_permission_hint("disk full".into()), "disk full");
+    }
+
+    #[test]
+    fn business_failure_reads_code_and_message() {
+        let ok = serde_json::json!({"code": "Success", "message": ""});
+        assert!(business_failure(&ok).is_none());
+        let bad = serde_json::json!({"code": "InvalidParam", "message": "bad instance"});
+        assert_eq!(
+            business_failure(&bad),
+            Some(("InvalidParam".into(), "bad instance".into()))
+        );
+    }
 }
