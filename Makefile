@@ -50,3 +50,28 @@ package-check:
 # ---------------------------------------------------------------------------
 # Development targets (test, lint, fmt, ...) go below this line.
 # ---------------------------------------------------------------------------
+
+.PHONY: test lint unit integration e2e bench
+
+# The whole suite, as CI runs it (.ci/run calls this). The package checks and the e2e test
+# need root (apt-get, systemd-nspawn).
+test: lint unit integration package-check e2e
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --locked
+
+# Real MCP clients (Python mcp 1.x and 2.x) against the binary and the mock SysOM.
+integration:
+	$(CARGO) build --locked
+	tests/run.sh
+
+# Boots a Debian guest with systemd-nspawn, installs the packages, runs the guide's clients.
+e2e:
+	tests/e2e/run.sh
+
+bench:
+	bench/run.sh
