@@ -14,6 +14,7 @@
 #                $E2E_CACHE/rootfs-<hash of package list + hooks>, rebuilt when absent
 #   E2E_MIRROR   Debian mirror (default: the URI in /etc/apt/sources.list.d/*.sources)
 #   E2E_DEB, E2E_RPM   packages to test (default: dist/sysom-mcp_*.deb, dist/sysom-mcp-*.rpm;
+#                E2E_RPM=none skips the .rpm (step 11 then fails);
 #                `make deb rpm` runs when they are absent)
 #   E2E_TIMEOUT  seconds the guest may run (default 900)
 #   E2E_STEPS    space-separated step numbers to run (default: all)
@@ -112,7 +113,7 @@ fi
 [ ${#debs[@]} -ge 1 ] || die "no .deb found (dist/sysom-mcp_*.deb)"
 deb=$(ls -t "${debs[@]}" | head -1)
 rpm_file=
-[ ${#rpms[@]} -ge 1 ] && rpm_file=$(ls -t "${rpms[@]}" | head -1)
+for f in "${rpms[@]}"; do [ -f "$f" ] && [ "$f" -nt "${rpm_file:-/nonexistent}" ] && rpm_file=$f; done
 log "deb: $deb"
 log "rpm: ${rpm_file:-<none>}"
 

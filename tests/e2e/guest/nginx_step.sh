@@ -46,6 +46,8 @@ nginx_step() {
         client http --url http://127.0.0.1:7140/mcp/unified --token "$TOKEN" --list \
             --expect-tools 21 --call memgraph --args "$MEMGRAPH_ARGS" --repeat 6
     local n1 n2
+    # journald may lag behind the last call by a moment
+    wait_until 5 bash -c "[ \$(( \$(journalctl -b -q --no-pager --after-cursor='$(cat "$c")' SYSOM_TOOL=memgraph -o cat | wc -l) )) -ge 6 ]"
     n1=$(tool_calls_logged sysom-mcp@7141.service "$c")
     n2=$(tool_calls_logged sysom-mcp@7142.service "$c")
     say "  memgraph records: instance 7141: $n1, instance 7142: $n2"

@@ -352,8 +352,15 @@ step8() {
     cpid=$!
     ck "SSE session open, first call done" wait_until 60 test -e "$ready"
     pid=$(main_pid)
+    local c
+    c=$(mktemp); cursor "$c"
     ck "systemctl reload sysom-mcp" systemctl reload sysom-mcp.service
     ck "same main PID after reload, service active" test "$(main_pid)" = "$pid" -a "$(systemctl is-active sysom-mcp)" = active
+    ck "systemd logged 'Reloaded sysom-mcp.service'" wait_until 5 journal_has sysom-mcp.service "$c" 'Reloaded sysom-mcp.service'
+    ck "the server itself logged the reload (SIGHUP handled)" wait_until 5 bash -c \
+        "journalctl -b -q --no-pager _PID=$pid --after-cursor='$(cat "$c")' -o cat | grep ."
+    journalctl -b -q --no-pager _PID="$pid" --after-cursor="$(cat "$c")" -o cat 2>/dev/null | head -3 | sed 's/^/  | /'
+    rm -f "$c"
     touch "$go"
     wait "$cpid"; rc=$?
     sed 's/^/  > /' "$o" | cut -c1-300
@@ -453,6 +460,11 @@ step11() {
     else
         note "firewalld not running; the reload in %post is not checked"
     fi
+    # RPM distributions (Fedora, RHEL, Anolis, Alinux) ship a catch-all "disable *" preset that
+    # %systemd_post relies on; Debian has none (unlisted units preset to "enabled").
+    say "  (emulating an RPM distribution's presets: /etc/systemd/system-preset/99-default-disable.preset = 'disable *')"
+    mkdir -p /etc/systemd/system-preset
+    echo 'disable *' > /etc/systemd/system-preset/99-default-disable.preset
     ck "rpm -ivh --nodeps" rpm -ivh --nodeps "$RPM"
     rpm -q sysom-mcp 2>&1 | sed 's/^/  | /'
     ck "unit files installed" systemctl cat sysom-mcp.socket sysom-mcp.service
@@ -471,6 +483,7 @@ step11() {
     ck "port closed after rpm -e" bash -c '! ss -Htln "sport = :7140" | grep -q .'
     ck "no enablement symlink left" bash -c '! ls /etc/systemd/system/*/sysom-mcp.* 2>/dev/null | grep -q .'
     ck "binary removed" test ! -e /usr/bin/sysom-mcp
+    rm -f /etc/systemd/system-preset/99-default-disable.preset
     finish
 }
 
