@@ -1,0 +1,232 @@
+"""Socket activation (LISTEN_FDS/LISTEN_PID) with systemd-socket-activate and hand-made fds.
+
+Good sockets (TCP, Unix, both at once) are served, with HTTP mode implied; every malformed case
+ends with a non-zero exit and a clear message, never a port of our own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import harness
+from systemd_support import (http_request, procs, short_tmpdir, stderr_text, tcp_listening,  # noqa: F401
+                             tools_list, wait_exit, wait_healthz, wait_until)
+
+# Replaces itself (same pid) with argv[2:] after moving fd argv[1] to 3 and setting LISTEN_PID to
+# its own pid: a faithful "systemd passed this fd" without systemd.
+FD3_EXEC = ("import os, sys\n"
+            "fd = int(sys.argv[1])\n"
+            "if fd >= 0:\n"
+            "    os.dup2(fd, 3)\n"
+            "    fd != 3 and os.close(fd)\n"
+            "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+            "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+@pytest.fixture
+def sockdir():
+    d = short_tmpdir("sd-act-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def curl_unix(path: str, target: str, *extra: str) -> tuple[int, str]:
+    out = subprocess.run(["curl", "-sS", "-m", "10", "--unix-socket", path, "-w", "\n%{http_code}", *extra,
+                          f"http://localhost{target}"], capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def assert_serves_tools(**where):
+    status, out = tools_list(**where)
+    assert status == 200, status
+    assert len(out["result"]["tools"]) == 21
+
+
+def test_tcp_activation_implies_http_mode(sysom_bin, mock, config_file, procs):  # noqa: F811
+    port = harness.free_port()
+    other = harness.free_port()
+    env = harness.server_env(mock)
+    # No mode flag: LISTEN_FDS selects HTTP; --port is not bound (the inherited socket is used).
+    proc = procs.activated([f"127.0.0.1:{port}"], ["--config", str(config_file), "--port", str(other)], env)
+    wait_healthz(port=port, proc=proc)  # the first connection makes systemd-socket-activate exec us
+    assert_serves_tools(port=port)
+    assert "activated=true" in stderr_text(proc)
+    assert f"listen=127.0.0.1:{port}" in stderr_text(proc)
+    assert not tcp_listening(other), "bound --port although sockets were inherited"
+    assert proc.poll() is None
+
+
+def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
+    path = str(sockdir / "mcp.sock")
+    proc = procs.activated([path], ["--config", str(config_file)], harness.server_env(mock))
+    code, body = curl_unix(path, "/healthz")
+    assert code == 200 and '"ok"' in body, (code, body)
+    code, body = curl_unix(path, "/mcp/unified", "-X", "POST", "-H", "Content-Type: application/json",
+                           "-H", "Accept: application/json, text/event-stream",
+                           "--data", '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}')
+    assert code == 200 and '"memgraph"' in body, (code, body[:300])
+    assert_serves_tools(unix=path)
+    assert f"unix:{path}" in stderr_text(proc)
+
+
+def test_tcp_and_unix_sockets_at_once(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
+    port = harness.free_port()
+    path = str(sockdir / "mcp.sock")
+    proc = procs.activated([f"127.0.0.1:{port}", path], ["--config", str(config_file)], harness.server_env(mock))
+    wait_healthz(port=port, proc=proc)
+    wait_healthz(unix=path, proc=proc)
+    assert_serves_tools(port=port)
+    assert_serves_tools(unix=path)
+    code, _ = curl_unix(path, "/healthz")
+    assert code == 200
+    log = stderr_text(proc)
+    assert f"127.0.0.1:{port}" in log and f"unix:{path}" in log, log
+
+
+def test_stdio_flag_with_inherited_sockets_is_a_config_error(sysom_bin, mock, config_file, procs):  # noqa: F811
+    port = harness.free_port()
+    proc = procs.activated([f"127.0.0.1:{port}"], ["--stdio", "--config", str(config_file)], harness.server_env(mock))
+    wait_until(lambda: tcp_listening(port), 10, what="systemd-socket-activate listening")
+    assert wait_exit(proc, 10) == 2
+    assert "--stdio" in stderr_text(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed activation: exit non-zero, a message naming the problem, nothing listening.
+
+
+def run_direct(env_extra: dict[str, str], config_file, mock, *, fd=None, pass_fds=(), port=None) -> tuple[int, str, int]:
+    port = port or harness.free_port()
+    env = harness.server_env(mock, **env_extra)
+    argv = [str(harness.binary_path()), "--streamable-http", "--port", str(port), "--config", str(config_file)]
+    if fd is not None:
+        argv = [sys.executable, "-c", FD3_EXEC, str(fd), *argv]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20, pass_fds=pass_fds,
+                          stdin=subprocess.DEVNULL)
+    return proc.returncode, proc.stderr, port
+
+
+def assert_refused(rc: int, err: str, port: int, *needles: str):
+    assert rc == 2, (rc, err)
+    assert err.startswith("sysom-mcp: socket activation: "), err
+    for n in needles:
+        assert n in err, (n, err)
+    assert not tcp_listening(port), "something listens on --port after a refused activation"
+
+
+@pytest.mark.parametrize("env_extra,needles", [
+    ({"LISTEN_FDS": "x", "LISTEN_PID": "1"}, ["LISTEN_FDS=\"x\"", "not a number"]),
+    ({"LISTEN_FDS": "1"}, ["LISTEN_PID is not"]),
+    ({"LISTEN_FDS": "1", "LISTEN_PID": "abc"}, ["LISTEN_PID=\"abc\"", "not a process id"]),
+    ({"LISTEN_FDS": "1", "LISTEN_PID": "1"}, ["LISTEN_PID=1 is not this process"]),
+    ({"LISTEN_FDS": "-1", "LISTEN_PID": "1"}, ["LISTEN_FDS=\"-1\""]),
+], ids=["fds-not-a-number", "no-listen-pid", "pid-not-a-number", "pid-of-another-process", "negative-fds"])
+def test_malformed_environment(sysom_bin, mock, config_file, env_extra, needles):
+    rc, err, port = run_direct(env_extra, config_file, mock)
+    assert_refused(rc, err, port, *needles)
+
+
+def test_listen_fds_zero(sysom_bin, mock, config_file):
+    rc, err, port = run_direct({"LISTEN_FDS": "0"}, config_file, mock, fd=-1)
+    assert_refused(rc, err, port, "LISTEN_FDS=0")
+
+
+def test_fd3_not_open(sysom_bin, mock, config_file):
+    """LISTEN_FDS=1 but nothing at fd 3 (python's exec leaves no fd 3 behind)."""
+    rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=-1)
+    assert_refused(rc, err, port, "fd 3", "not a socket")
+
+
+def test_more_fds_announced_than_passed(sysom_bin, mock, config_file):
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    with lsock:
+        rc, err, port = run_direct({"LISTEN_FDS": "2"}, config_file, mock, fd=lsock.fileno(),
+                                   pass_fds=(lsock.fileno(),))
+    assert_refused(rc, err, port, "fd 4", "not a socket")
+
+
+def test_regular_file_as_fd3(sysom_bin, mock, config_file, tmp_path):
+    f = open(tmp_path / "plain.txt", "w+")  # noqa: SIM115
+    with f:
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=f.fileno(), pass_fds=(f.fileno(),))
+    assert_refused(rc, err, port, "fd 3", "not a socket")
+
+
+@pytest.mark.parametrize("kind", ["unbound", "bound"])
+def test_non_listening_tcp_socket_as_fd3(sysom_bin, mock, config_file, kind):
+    s = socket.socket()
+    if kind == "bound":
+        s.bind(("127.0.0.1", 0))
+    with s:
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+    assert_refused(rc, err, port, "fd 3", "not listening")
+
+
+def test_connected_stream_socket_as_fd3(sysom_bin, mock, config_file):
+    """An Accept=yes style connection socket is not a listener."""
+    a, b = socket.socketpair()
+    with a, b:
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=a.fileno(), pass_fds=(a.fileno(),))
+    assert_refused(rc, err, port, "fd 3", "not listening")
+
+
+def test_udp_socket_as_fd3(sysom_bin, mock, config_file):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    with s:
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+    assert_refused(rc, err, port, "fd 3", "Datagram", "stream socket")
+
+
+def test_datagram_socket_from_socket_activate(sysom_bin, mock, config_file, procs):  # noqa: F811
+    udp = harness.free_port()
+    port = harness.free_port()
+    proc = procs.activated([f"127.0.0.1:{udp}"], ["--streamable-http", "--port", str(port),
+                                                   "--config", str(config_file)],
+                           harness.server_env(mock), datagram=True)
+    time.sleep(0.3)  # systemd-socket-activate binds first, then waits for traffic
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            s.sendto(b"wake up", ("127.0.0.1", udp))
+            time.sleep(0.2)
+    rc = wait_exit(proc, 5)
+    err = stderr_text(proc)
+    assert rc == 2, (rc, err)
+    assert "socket activation: inherited fd 3 is a Datagram socket" in err, err
+    assert not tcp_listening(port)
+
+
+def test_unix_datagram_socket_as_fd3(sysom_bin, mock, config_file, sockdir):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(sockdir / "dgram.sock"))
+    with s:
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+    assert_refused(rc, err, port, "fd 3", "Datagram")
+
+
+def test_listening_socket_passed_by_hand_is_served(sysom_bin, mock, config_file, procs):  # noqa: F811
+    """Control for the helper above: the same path with a good socket serves, on that socket only."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    port = lsock.getsockname()[1]
+    other = harness.free_port()
+    env = harness.server_env(mock, LISTEN_FDS="1")
+    with lsock:
+        proc = procs.popen([sys.executable, "-c", FD3_EXEC, str(lsock.fileno()), str(harness.binary_path()),
+                            "--port", str(other), "--config", str(config_file)], env, pass_fds=(lsock.fileno(),))
+    wait_healthz(port=port, proc=proc)
+    assert_serves_tools(port=port)
+    assert not tcp_listening(other)
+    assert proc.poll() is None
