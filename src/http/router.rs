@@ -325,9 +325,8 @@ async fn mcp(
                     "accept application/json or text/event-stream",
                 );
             }
-            if has_session {
-                return state.stateful(req).await;
-            }
+            // Read and parse here for every POST, so that malformed JSON is a 400 with a
+            // JSON-RPC parse error (rmcp answers a bad body in a session with 415).
             let (mut parts, body) = match read_body(req, limit).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
@@ -342,6 +341,11 @@ async fn mcp(
                     );
                 }
             };
+            if has_session {
+                return state
+                    .stateful(Request::from_parts(parts, Full::new(body)))
+                    .await;
+            }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
             let stateless = state.config.load().server.stateless || !is_initialize;
             if stateless {
