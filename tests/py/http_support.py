@@ -195,7 +195,7 @@ class RawSse:
 
     def readline(self) -> str | None:
         """Next line without its newline; None at end of stream."""
-        raw = self.resp.fp.readline()
+        raw = self.resp.readline()  # de-chunked
         if not raw:
             return None
         line = raw.decode().rstrip("\r\n")
