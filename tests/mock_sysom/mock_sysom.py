@@ -610,6 +610,9 @@ class Handler(BaseHTTPRequestHandler):
             "body": body.decode("utf-8", "replace"), "json": None,
             "action": None, "kind": None, "signature_ok": None, "access_key_id": None,
             "status": None, "error_code": None,
+            # The client's source port: distinct ports = distinct TCP connections (bench/ counts
+            # how many connections the server's pooled client opens).
+            "client_port": self.client_address[1] if isinstance(self.client_address, tuple) else None,
         }
         try:
             record["json"] = json.loads(body) if body else None

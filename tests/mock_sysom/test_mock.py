@@ -140,6 +140,22 @@ def test_valid_signed_get_is_accepted_and_recorded(mock):
     assert rec["query"] == {"name": "a b/c", "current": "1", "pageSize": "10"}
 
 
+def test_client_port_identifies_the_connection(mock):
+    """Two requests on one keep-alive connection share a client_port; a new connection differs."""
+    conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=10)
+    for _ in range(2):
+        target, headers, _ = sign_request(*op("ListClusters"), host=f"127.0.0.1:{mock.port}")
+        conn.request("GET", target, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200 and not resp.will_close
+    conn.close()
+    assert send(mock, *op("ListClusters"))[0] == 200
+    ports = [r["client_port"] for r in mock.requests()]
+    assert len(ports) == 3 and all(isinstance(p, int) for p in ports)
+    assert ports[0] == ports[1] != ports[2]
+
+
 def test_valid_signed_post_is_accepted(mock):
     status, body = send(mock, *op("InitialSysom"), body={"check_only": True, "source": "mcp"},
                         action="InitialSysom")
