@@ -48,18 +48,15 @@ fn parse_tokens(text: &str) -> impl Iterator<Item = Secret> + '_ {
 
 impl Tokens {
     /// Reads every token file, plus `$CREDENTIALS_DIRECTORY/mcp-tokens` if present. A listed file
-    /// that cannot be read is an error: a silently empty token list would lock everyone out
-    /// (or, worse, be mistaken for "no auth configured").
+    /// that cannot be read is an error: a typo in a path must not silently drop authentication.
+    /// An existing but empty file adds no token; whether zero tokens is acceptable is decided by
+    /// the caller (only on loopback or with an explicit opt-out).
     pub fn load(files: &[PathBuf], credentials_dir: Option<&Path>) -> Result<Self, String> {
         let mut tokens = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read token file {}: {e}", file.display()))?;
-            let before = tokens.len();
             tokens.extend(parse_tokens(&text));
-            if tokens.len() == before {
-                return Err(format!("token file {} holds no token", file.display()));
-            }
         }
         if let Some(dir) = credentials_dir {
             let path = dir.join(TOKENS_CREDENTIAL);
@@ -133,11 +130,12 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_or_empty_token_file_is_an_error() {
+    fn unreadable_file_is_an_error_but_empty_file_means_no_tokens() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Tokens::load(&[dir.path().join("absent")], None).is_err());
+        let err = Tokens::load(&[dir.path().join("absent")], None).unwrap_err();
+        assert!(err.contains("cannot read token file"), "{err}");
         let f = dir.path().join("empty");
         std::fs::write(&f, "# nothing\n").unwrap();
-        assert!(Tokens::load(&[f], None).unwrap_err().contains("no token"));
+        assert!(Tokens::load(&[f], None).unwrap().is_empty());
     }
 }
