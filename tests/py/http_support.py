@@ -240,19 +240,24 @@ class RawSse:
         self.close()
 
 
-def read_until_closed(stream: RawSse, timeout: float) -> bool:
-    """Read until the server ends the stream; True if it did within ``timeout``."""
+def read_until_closed(stream: RawSse, timeout: float) -> str:
+    """Read until the server ends the stream: "eof" for a clean end of the response, "aborted" for a
+    connection cut mid-response, "" (false) if it is still open after ``timeout``.
+
+    (A timed-out socket file cannot be read again, so one timeout ends the wait.)"""
     deadline = time.monotonic() + timeout
-    stream.set_timeout(0.5)
-    while time.monotonic() < deadline:
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        stream.set_timeout(remaining)
         try:
             if stream.readline() is None:
-                return True
-        except (TimeoutError, socket.timeout):
-            continue
+                return "eof"
+        except TimeoutError:
+            return ""
         except (ConnectionError, http.client.IncompleteRead, ValueError, OSError):
-            return True
-    return False
+            return "aborted"
 
 
 # ---------------------------------------------------------------------------------------------
