@@ -232,8 +232,9 @@ async fn serve_http(
         return fail(
             Exit::Config,
             "refusing to serve on a non-loopback address without a bearer token. Put tokens (one per \
-             line) in a file and pass --token-file FILE (or SYSOM_MCP_TOKEN_FILE, or systemd \
-             LoadCredential=mcp-tokens:FILE), or opt out explicitly with --allow-unauthenticated.",
+             line) in a file and pass --token-file FILE (or SYSOM_MCP_TOKEN_FILE); the packaged \
+             service reads /etc/sysom-mcp/credentials/mcp-tokens (create it with mode 0600). Or opt \
+             out explicitly with --allow-unauthenticated.",
         );
     }
     let tls = match load_tls(&config) {
