@@ -6,12 +6,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Effect, ToolDef,
+    Effect, Services, ToolDef,
     diagnosis::activation_note,
-    envelope::{AllInstancesResult, InstancesResult, PagedResult, fetch, query_from},
+    envelope::{AllInstancesResult, InstancesResult, Outcome, PagedResult, fetch, query_from},
     tool,
 };
-use crate::upstream::ops;
+use crate::upstream::{Operation, ops};
 
 fn default_managed_type() -> Option<String> {
     Some("all".into())
@@ -138,6 +138,11 @@ struct ListInstancesParams {
     page_size: Option<i64>,
 }
 
+/// Lists through one GET operation, passing every argument but `uid` as a query parameter.
+async fn list(services: &Services, op: &Operation, params: &impl Serialize) -> Outcome {
+    fetch(&services.upstream, op, &query_from(params, &["uid"]), None).await
+}
+
 pub(super) fn tools() -> Vec<ToolDef> {
     vec![
         tool::<ListAllInstancesParams, AllInstancesResult, _, _>(
@@ -184,22 +189,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_PODS_OF_INSTANCE.action,
             Effect::ReadOnly,
-            |s, p, _ctx| async move {
-                let o = fetch(
-                    &s.upstream,
-                    &ops::LIST_PODS_OF_INSTANCE,
-                    &query_from(&p, &["uid"]),
-                    None,
-                )
-                .await;
-                PagedResult {
-                    code: o.code.clone(),
-                    message: o.message.clone(),
-                    data: o.data(),
-                    total: o.total(),
-                    request_id: o.request_id,
-                }
-            },
+            |s, p, _ctx| async move { list(&s, &ops::LIST_PODS_OF_INSTANCE, &p).await.into() },
         ),
         tool::<ListClustersParams, PagedResult, _, _>(
             "list_clusters",
@@ -210,22 +200,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_CLUSTERS.action,
             Effect::ReadOnly,
-            |s, p, _ctx| async move {
-                let o = fetch(
-                    &s.upstream,
-                    &ops::LIST_CLUSTERS,
-                    &query_from(&p, &["uid"]),
-                    None,
-                )
-                .await;
-                PagedResult {
-                    code: o.code.clone(),
-                    message: o.message.clone(),
-                    data: o.data(),
-                    total: o.total(),
-                    request_id: o.request_id,
-                }
-            },
+            |s, p, _ctx| async move { list(&s, &ops::LIST_CLUSTERS, &p).await.into() },
         ),
         tool::<ListInstancesParams, InstancesResult, _, _>(
             "list_instances",
@@ -236,22 +211,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_INSTANCES.action,
             Effect::ReadOnly,
-            |s, p, _ctx| async move {
-                let o = fetch(
-                    &s.upstream,
-                    &ops::LIST_INSTANCES,
-                    &query_from(&p, &["uid"]),
-                    None,
-                )
-                .await;
-                InstancesResult {
-                    code: o.code.clone(),
-                    message: o.message.clone(),
-                    data: o.data(),
-                    total: o.total(),
-                    request_id: o.request_id,
-                }
-            },
+            |s, p, _ctx| async move { list(&s, &ops::LIST_INSTANCES, &p).await.into() },
         ),
     ]
 }

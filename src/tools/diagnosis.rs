@@ -41,6 +41,17 @@ struct Spec {
     renames: &'static [(&'static str, &'static str)],
 }
 
+impl Spec {
+    /// A diagnosis whose parameters go out as they are.
+    const fn plain(service: &'static str) -> Self {
+        Self {
+            service,
+            defaults: NONE,
+            renames: NONE,
+        }
+    }
+}
+
 /// Builds the InvokeDiagnosis `params` object from the tool arguments (as serialised by the
 /// parameter struct): region, `_hide`, the tool fields without nulls, defaults, then `source`.
 fn diagnosis_params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value> {
@@ -416,21 +427,13 @@ struct JitterParams {
 
 const NONE: &[(&str, &str)] = &[];
 
-static MEMGRAPH: Spec = Spec {
-    service: "memgraph",
-    defaults: NONE,
-    renames: NONE,
-};
+static MEMGRAPH: Spec = Spec::plain("memgraph");
 static JAVAMEM: Spec = Spec {
     service: "javamem",
     defaults: &[("duration", "0")],
     renames: &[("pid", "Pid")],
 };
-static OOMCHECK: Spec = Spec {
-    service: "oomcheck",
-    defaults: NONE,
-    renames: NONE,
-};
+static OOMCHECK: Spec = Spec::plain("oomcheck");
 static IOFSSTAT: Spec = Spec {
     service: "iofsstat",
     defaults: &[("timeout", "15")],
@@ -441,36 +444,12 @@ static IODIAGNOSE: Spec = Spec {
     defaults: &[("timeout", "30")],
     renames: NONE,
 };
-static PACKETDROP: Spec = Spec {
-    service: "packetdrop",
-    defaults: NONE,
-    renames: NONE,
-};
-static NETJITTER: Spec = Spec {
-    service: "netjitter",
-    defaults: NONE,
-    renames: NONE,
-};
-static DELAY: Spec = Spec {
-    service: "delay",
-    defaults: NONE,
-    renames: NONE,
-};
-static LOADTASK: Spec = Spec {
-    service: "loadtask",
-    defaults: NONE,
-    renames: NONE,
-};
-static VMCORE: Spec = Spec {
-    service: "vmcore",
-    defaults: NONE,
-    renames: NONE,
-};
-static DISKANALYSIS: Spec = Spec {
-    service: "diskanalysis",
-    defaults: NONE,
-    renames: NONE,
-};
+static PACKETDROP: Spec = Spec::plain("packetdrop");
+static NETJITTER: Spec = Spec::plain("netjitter");
+static DELAY: Spec = Spec::plain("delay");
+static LOADTASK: Spec = Spec::plain("loadtask");
+static VMCORE: Spec = Spec::plain("vmcore");
+static DISKANALYSIS: Spec = Spec::plain("diskanalysis");
 
 pub(super) fn tools() -> Vec<ToolDef> {
     vec![

@@ -161,6 +161,30 @@ impl Outcome {
     }
 }
 
+impl From<Outcome> for PagedResult {
+    fn from(o: Outcome) -> Self {
+        Self {
+            data: o.data(),
+            total: o.total(),
+            code: o.code,
+            message: o.message,
+            request_id: o.request_id,
+        }
+    }
+}
+
+impl From<Outcome> for InstancesResult {
+    fn from(o: Outcome) -> Self {
+        Self {
+            data: o.data(),
+            total: o.total(),
+            code: o.code,
+            message: o.message,
+            request_id: o.request_id,
+        }
+    }
+}
+
 /// Calls one operation and classifies the answer as success, business failure or call failure.
 /// `failure_code` is the code a failed call gets (the original used "Error").
 pub async fn fetch(
