@@ -53,7 +53,12 @@ pub fn take_with(
             "LISTEN_FDS=0: systemd passed no sockets; check the socket unit's ListenStream=".into(),
         );
     }
-    (0..count as RawFd)
+    // fds 3..3+count must be valid fd numbers; a larger count would wrap around to an empty range.
+    let count = RawFd::try_from(count)
+        .ok()
+        .filter(|n| n.checked_add(SD_LISTEN_FDS_START).is_some())
+        .ok_or_else(|| format!("LISTEN_FDS={count} is too large to be a number of sockets"))?;
+    (0..count)
         .map(|i| inspect(SD_LISTEN_FDS_START + i))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -135,5 +140,15 @@ mod tests {
         assert!(e.contains("not this process"), "{e}");
         let e = take_with(&env_of(&[("LISTEN_FDS", "0"), ("LISTEN_PID", "1")]), 1).unwrap_err();
         assert!(e.contains("LISTEN_FDS=0"), "{e}");
+        // Counts that would wrap past the last fd number (they used to mean "no sockets").
+        let huge: [&'static [(&str, &str)]; 3] = [
+            &[("LISTEN_FDS", "4294967295"), ("LISTEN_PID", "1")],
+            &[("LISTEN_FDS", "2147483648"), ("LISTEN_PID", "1")],
+            &[("LISTEN_FDS", "2147483645"), ("LISTEN_PID", "1")],
+        ];
+        for pairs in huge {
+            let e = take_with(&env_of(pairs), 1).unwrap_err();
+            assert!(e.contains("too large"), "{pairs:?}: {e}");
+        }
     }
 }
