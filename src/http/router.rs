@@ -307,7 +307,17 @@ async fn mcp(
             }
             state.open_legacy(peer)
         }
-        Method::DELETE if has_session => state.stateful(req).await,
+        Method::DELETE if has_session => {
+            // rmcp answers 202; clients expect 200 or 204 for a terminated session.
+            let mut resp = state.stateful(req).await;
+            if resp.status() == StatusCode::ACCEPTED {
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                *resp.body_mut() = Full::new(Bytes::new())
+                    .map_err(|e: Infallible| match e {})
+                    .boxed();
+            }
+            resp
+        }
         Method::POST => {
             if !is_json_content(req.headers()) {
                 return json_error(
