@@ -5,7 +5,8 @@ X-Forwarded-For from trusted proxies."""
 from __future__ import annotations
 
 import json
-import subprocess
+import signal
+import time
 
 import pytest
 
@@ -147,9 +148,28 @@ async def test_sighup_rotates_tokens_and_keeps_open_sessions(start, tmp_path):
 def test_sighup_with_unreadable_token_file_keeps_old_tokens(start, tmp_path):
     tokens = write_tokens(tmp_path / "tokens", OLD)
     srv = start(["--token-file", str(tokens)])
-    tokens.write_text("# emptied by mistake\n")
+    tokens.unlink()  # e.g. a typo in a rotation script
     srv.sighup_and_wait(marker="reload rejected")
     assert post_tools(srv, bearer(OLD))[0] == 200
+    assert post_tools(srv)[0] == 401
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "app.rs reload() accepts a token file that became empty (auth.rs 5577bb6: empty file = no tokens), and on a "
+    "loopback listener State::auth_required() then serves without auth: a rotation that empties the file "
+    "silently opens the server, e.g. to everyone behind the guide's nginx on the same host. Fix: reload should "
+    "reject a token set that goes from non-empty to empty (keep the old tokens, log an error)."))
+def test_sighup_with_emptied_token_file_does_not_open_the_server(start, tmp_path):
+    tokens = write_tokens(tmp_path / "tokens", OLD)
+    srv = start(["--token-file", str(tokens)])
+    assert post_tools(srv)[0] == 401
+    tokens.write_text("# every token removed\n")
+    srv.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(m in srv.stderr() for m in ("configuration reloaded",
+                                                                              "reload rejected")):
+        time.sleep(0.05)
+    assert post_tools(srv)[0] == 401, "emptying the token file and reloading turned authentication off"
 
 
 # --- Host and Origin ----------------------------------------------------------------------------
