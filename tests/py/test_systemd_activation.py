@@ -6,6 +6,7 @@ ends with a non-zero exit and a clear message, never a port of our own.
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
 import subprocess
@@ -230,3 +231,40 @@ def test_listening_socket_passed_by_hand_is_served(sysom_bin, mock, config_file,
     assert_serves_tools(port=port)
     assert not tcp_listening(other)
     assert proc.poll() is None
+
+
+def test_ipv4_and_ipv6_sockets_at_once(sysom_bin, mock, config_file, procs):  # noqa: F811
+    try:
+        with socket.socket(socket.AF_INET6) as s6:
+            s6.bind(("::1", 0))
+            port6 = s6.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port4 = harness.free_port()
+    proc = procs.activated([f"127.0.0.1:{port4}", f"[::1]:{port6}"], ["--config", str(config_file)],
+                           harness.server_env(mock))
+    wait_healthz(port=port4, proc=proc)
+    assert_serves_tools(port=port4)
+    conn = http.client.HTTPConnection("::1", port6, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    assert f"[::1]:{port6}" in stderr_text(proc)
+
+
+
+@pytest.mark.parametrize("count", ["4294967295", "2147483648", "2147483647"])
+def test_absurd_listen_fds_count(sysom_bin, mock, config_file, count):
+    """A count that overflows the fd range must not turn into "no sockets, serve nothing"."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    with lsock:
+        try:
+            rc, err, port = run_direct({"LISTEN_FDS": count}, config_file, mock, fd=lsock.fileno(),
+                                       pass_fds=(lsock.fileno(),))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"LISTEN_FDS={count}: still running after 20 s instead of refusing")
+    assert_refused(rc, err, port, f"LISTEN_FDS={count} is too large")

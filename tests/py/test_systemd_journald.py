@@ -15,10 +15,11 @@ import pytest
 
 import harness
 from systemd_support import (journal_argv, journal_field, parse_journal_datagram, procs,  # noqa: F401
-                             read_journal_capture, stderr_text, tools_call, unshare_available, wait_exit,
+                             read_journal_capture, stderr_text, tools_call, tools_list, unshare_available, wait_exit,
                              wait_healthz, wait_until)
 
 BEARER = "journald-canary-bearer-token-7f3a9c"
+WRONG_BEARER = "journald-canary-wrong-token-51e0d2"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,9 @@ def start_in_fake_journal(procs, tmp_path, mock, config_file, extra_args, **env_
 
 
 def check_tool_record(proc, port, outfile, mock):
+    # A rejected token is not logged either.
+    status, _ = tools_list(port=port, headers={"Authorization": f"Bearer {WRONG_BEARER}"})
+    assert status == 401
     status, out = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
                              headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200, status
@@ -79,7 +83,7 @@ def check_tool_record(proc, port, outfile, mock):
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc, 15) == 0
     raw = b"".join(read_journal_capture(outfile))
-    for canary in (mock.access_key_secret.encode(), BEARER.encode()):
+    for canary in (mock.access_key_secret.encode(), BEARER.encode(), WRONG_BEARER.encode()):
         assert canary not in raw, f"secret {canary[:6]!r}... written to the journal"
     assert b"Bearer " not in raw
 
@@ -140,3 +144,18 @@ def test_diagnosis_record_has_request_id(sysom_bin, mock, config_file, procs, tm
     rec = wait_until(lambda: [e for e in entries(outfile) if journal_field(e, "SYSOM_TOOL") == "memgraph"],
                      5, what="memgraph record")[0]
     assert journal_field(rec, "SYSOM_REQUEST_ID"), rec
+
+
+def test_journald_unavailable_falls_back_to_stderr(sysom_bin, mock, config_file, procs, tmp_path,  # noqa: F811
+                                                   can_unshare):
+    """--log journald with no journal socket: a note, then everything on stderr; still serving."""
+    port = harness.free_port()
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs tmpfs /run/systemd && exec "$0" "$@"', str(harness.binary_path()),
+            "--streamable-http", "--port", str(port), "--config", str(config_file), "--log", "journald"]
+    proc = procs.popen(argv, harness.server_env(mock))
+    wait_healthz(port=port, proc=proc)
+    status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port)
+    assert status == 200
+    wait_until(lambda: "sysom_tool=memgraph" in stderr_text(proc), 5, what="tool record on stderr")
+    assert "journald unavailable" in stderr_text(proc)

@@ -20,7 +20,7 @@ import pytest
 
 import harness
 from systemd_support import (NotifySocket, http_request, mcp_post, procs, stderr_text, tools_call,  # noqa: F401
-                             wait_exit, wait_healthz, wait_until)
+                             tcp_listening, wait_exit, wait_healthz, wait_until)
 
 
 @pytest.fixture
@@ -185,3 +185,71 @@ def test_notify_socket_missing_is_harmless(sysom_bin, mock, config_file, procs, 
     wait_healthz(port=port, proc=proc)
     status, out = mcp_post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, port=port)
     assert status == 200 and len(out["result"]["tools"]) == 21
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGTERM drain: STOPPING=1 first, running tool calls finish within the grace, then exit 0.
+
+
+def test_sigterm_drains_running_tool_call(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
+    port = harness.free_port()
+    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
+    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "10"], env)
+    wait_healthz(port=port, proc=proc)
+    mock.scenario(diagnosis={"polls_before_done": 30})  # ~1.5 s of polling at 50 ms
+    answer: dict = {}
+    caller = threading.Thread(
+        target=lambda: answer.update(zip(("status", "out"), tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"],
+                                                                       port=port))), daemon=True)
+    caller.start()
+    mock.wait_for(lambda reqs: [r for r in reqs if r["action"] == "GetDiagnosisResult"])
+    mark = notify.mark()
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), since=mark, timeout=5)
+    wait_until(lambda: not tcp_listening(port), 3, what="listener closed while draining")
+    caller.join(timeout=15)
+    assert answer.get("status") == 200, answer
+    assert answer["out"]["result"]["structuredContent"]["code"] == "Success", answer
+    assert wait_exit(proc, 10) == 0
+    assert time.monotonic() - t0 < 8
+
+
+def test_sigterm_grace_over_cancels_and_exits(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
+    port = harness.free_port()
+    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="60")
+    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "1"], env)
+    wait_healthz(port=port, proc=proc)
+    mock.scenario(diagnosis={"final": "never"})
+    answer: dict = {}
+    caller = threading.Thread(
+        target=lambda: answer.update(zip(("status", "out"), tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"],
+                                                                       port=port))), daemon=True)
+    caller.start()
+    mock.wait_for(lambda reqs: [r for r in reqs if r["action"] == "GetDiagnosisResult"])
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stopping = notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), timeout=5)
+    usec = int(re.search(rb"EXTEND_TIMEOUT_USEC=(\d+)", stopping).group(1))
+    assert wait_exit(proc, 10) == 0
+    elapsed = time.monotonic() - t0
+    assert elapsed * 1e6 < usec, f"took {elapsed:.1f}s, longer than the EXTEND_TIMEOUT_USEC it announced"
+    assert "grace period over" in stderr_text(proc)
+    caller.join(timeout=5)
+
+
+def test_sigterm_with_open_sse_stream_exits_promptly(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
+    port = harness.free_port()
+    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path)
+    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "2"], env)
+    wait_healthz(port=port, proc=proc)
+    sse = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sse.sendall(b"GET /mcp/unified HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        assert b"event: endpoint" in sse.recv(4096) or b"event: endpoint" in sse.recv(4096)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc, 10) == 0
+        assert time.monotonic() - t0 < 6, "an idle SSE stream held up shutdown"
+    finally:
+        sse.close()

@@ -3,7 +3,11 @@ new configuration is rejected (old one stays), a valid one applies to the next t
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -14,9 +18,9 @@ from control import MockSysom
 from systemd_support import (NotifySocket, procs, stderr_text, tools_call, tools_list, wait_healthz,  # noqa: F401
                              wait_until)
 
-pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.anyio
 async def test_sighup_under_load_loses_nothing_and_keeps_sse_sessions(sysom_bin, mock, config_file, procs):  # noqa: F811
     from mcp import ClientSession
     from mcp.client.sse import sse_client
@@ -134,3 +138,84 @@ def test_reload_rejects_invalid_config_and_applies_valid_one(sysom_bin, mock, tm
             assert status == 200, "a rejected token reload locked clients out"
     finally:
         mock_b.stop()
+
+
+def test_reload_picks_up_rotated_tokens_and_new_credential_files(sysom_bin, mock, config_file, tmp_path,  # noqa: F811
+                                                                 procs):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token-1111\n")
+    port = harness.free_port()
+    with NotifySocket() as notify:
+        env = harness.server_env(mock, ACCESS_KEY_ID=None, ACCESS_KEY_SECRET=None, CREDENTIALS_DIRECTORY=str(creds),
+                                 NOTIFY_SOCKET=notify.path)
+        proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file),
+                             "--token-file", str(tokens)], env)
+        wait_healthz(port=port, proc=proc)
+        auth = {"Authorization": "Bearer old-token-1111"}
+        status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port,
+                                 headers=auth)
+        assert status == 200
+        assert out["result"]["structuredContent"]["code"] != "Success", "answered without credentials?"
+
+        # Rotate the token and provide credentials through LoadCredential-style files, then reload.
+        tokens.write_text("new-token-2222\n")
+        (creds / "access-key-id").write_text(mock.access_key_id)
+        (creds / "access-key-secret").write_text(mock.access_key_secret)
+        reload_and_wait(proc, notify, "configuration reloaded")
+        status, _ = tools_list(port=port, headers=auth)
+        assert status == 401, "the removed token still works after reload"
+        status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port,
+                                 headers={"Authorization": "Bearer new-token-2222"})
+        assert status == 200
+        assert out["result"]["structuredContent"]["code"] == "Success", out
+
+
+def make_cert(directory, cn: str) -> tuple[str, str]:
+    cert, key = directory / f"{cn}.crt", directory / f"{cn}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", f"/CN={cn}", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    return str(cert), str(key)
+
+
+def served_cert_cn(port: int) -> str:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der,
+                          capture_output=True, check=True, timeout=10).stdout.decode()
+    return text.strip().split("CN", 1)[1].lstrip(" =")
+
+
+def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):  # noqa: F811
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    first_cert, first_key = make_cert(tmp_path, "first")
+    second_cert, second_key = make_cert(tmp_path, "second")
+    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(first_cert, live_cert)
+    shutil.copy(first_key, live_key)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[tls]\ncert = "{live_cert}"\nkey = "{live_key}"\n')
+    port = harness.free_port()
+    with NotifySocket() as notify:
+        proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(cfg)],
+                            harness.server_env(mock, NOTIFY_SOCKET=notify.path))
+        notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=15)
+        assert served_cert_cn(port) == "first"
+
+        # A broken key is rejected as a whole; the old certificate keeps being served.
+        live_key.write_text("not a key\n")
+        reload_and_wait(proc, notify, "reload rejected")
+        assert served_cert_cn(port) == "first"
+
+        shutil.copy(second_cert, live_cert)
+        shutil.copy(second_key, live_key)
+        reload_and_wait(proc, notify, "configuration reloaded")
+        assert served_cert_cn(port) == "second"
+        assert proc.poll() is None
