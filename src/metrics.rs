@@ -164,6 +164,16 @@ pub fn sessions_changed(transport: &str, delta: i64) {
         .inc_by(delta);
 }
 
+/// Sets the open-session gauge of a transport whose sessions are counted elsewhere.
+pub fn set_sessions(transport: &str, open: usize) {
+    METRICS
+        .sessions
+        .get_or_create(&TransportLabels {
+            transport: transport.to_string(),
+        })
+        .set(open as i64);
+}
+
 /// The text exposition of all metrics.
 pub fn render() -> String {
     let mut out = String::new();

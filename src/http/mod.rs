@@ -146,7 +146,12 @@ impl State {
     }
 
     pub async fn session_count(&self) -> usize {
-        self.legacy.len() + self.sessions.sessions.read().await.len()
+        self.legacy.len() + self.streamable_sessions().await
+    }
+
+    /// Open stateful Streamable HTTP sessions.
+    pub async fn streamable_sessions(&self) -> usize {
+        self.sessions.sessions.read().await.len()
     }
 
     pub fn open_connections(&self) -> usize {
