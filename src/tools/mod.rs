@@ -290,7 +290,7 @@ impl ServerHandler for SysomServer {
                 } else {
                     code
                 };
-                metrics::record_tool_call(def.action_tool_name(), code, started.elapsed());
+                metrics::record_tool_call(def.name(), code, started.elapsed());
                 tracing::info!(
                     sysom_tool = %def.tool.name,
                     sysom_task_id = str_field(&envelope, &["task_id"]),
@@ -304,11 +304,7 @@ impl ServerHandler for SysomServer {
                 Ok(CallToolResult::structured(envelope).into())
             }
             Err(message) => {
-                metrics::record_tool_call(
-                    def.action_tool_name(),
-                    "InvalidArguments",
-                    started.elapsed(),
-                );
+                metrics::record_tool_call(def.name(), "InvalidArguments", started.elapsed());
                 tracing::info!(
                     sysom_tool = %def.tool.name,
                     sysom_upstream_action = def.action,
@@ -324,7 +320,7 @@ impl ServerHandler for SysomServer {
 }
 
 impl ToolDef {
-    fn action_tool_name(&self) -> &str {
+    fn name(&self) -> &str {
         &self.tool.name
     }
 
