@@ -69,13 +69,20 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-pub fn host_allowed(settings: &AccessSettings, headers: &HeaderMap) -> bool {
+/// Checks the Host header or, for HTTP/2 (which carries no Host header), the `:authority`
+/// pseudo-header that hyper puts in the request URI.
+pub fn host_allowed(
+    settings: &AccessSettings,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+) -> bool {
     if settings.allowed_hosts.is_empty() {
         return true;
     }
     let Some(host) = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or(authority)
     else {
         return false;
     };
@@ -156,9 +163,21 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("mcp.example.com:7140"));
-        assert!(host_allowed(&s, &h));
+        assert!(host_allowed(&s, &h, None));
         h.insert("host", HeaderValue::from_static("evil.example.net"));
-        assert!(!host_allowed(&s, &h));
+        assert!(!host_allowed(&s, &h, None));
+        // HTTP/2: no Host header, the authority comes from the URI.
+        assert!(host_allowed(
+            &s,
+            &HeaderMap::new(),
+            Some("mcp.example.com:7140")
+        ));
+        assert!(!host_allowed(
+            &s,
+            &HeaderMap::new(),
+            Some("evil.example.net")
+        ));
+        assert!(!host_allowed(&s, &HeaderMap::new(), None));
         assert!(origin_allowed(&s, &h));
         h.insert(
             "origin",
@@ -170,6 +189,10 @@ mod tests {
             HeaderValue::from_static("https://app.example.com"),
         );
         assert!(origin_allowed(&s, &h));
-        assert!(host_allowed(&AccessSettings::default(), &HeaderMap::new()));
+        assert!(host_allowed(
+            &AccessSettings::default(),
+            &HeaderMap::new(),
+            None
+        ));
     }
 }

@@ -191,7 +191,8 @@ async fn route(
             ),
         );
     };
-    if !access::host_allowed(&config.access, req.headers()) {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if !access::host_allowed(&config.access, req.headers(), authority) {
         return (
             Some(route),
             json_error(
