@@ -353,3 +353,20 @@ def test_healthz_and_readyz(start, mock):
     assert status == 503
     assert headers["content-type"].startswith("application/json")
     assert json.loads(body)["status"] != "ready"
+
+
+def test_cleartext_http2_prior_knowledge(start):
+    """h2c (HTTP/2 without TLS, as some proxies speak to backends), also through a Host allow-list."""
+    import shutil
+    import subprocess
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    srv = start(["--allowed-hosts", "localhost"])
+    proc = subprocess.run(["curl", "-sS", "-m", "10", "--http2-prior-knowledge", "-w", "\n%{http_version}",
+                           "--resolve", f"localhost:{srv.port}:127.0.0.1", "-X", "POST",
+                           f"http://localhost:{srv.port}{MCP_PATH}", "-H", "Content-Type: application/json",
+                           "-d", json.dumps(TOOLS_LIST)], capture_output=True, text=True, timeout=15)
+    assert proc.returncode == 0, proc.stderr
+    body, _, version = proc.stdout.rpartition("\n")
+    assert version == "2"
+    assert len(tools_from_jsonrpc(body.encode())) == 21

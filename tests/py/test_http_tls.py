@@ -177,3 +177,21 @@ def test_bad_tls_files_exit_with_clear_message(mock, sysom_bin, certs, tmp_path,
     assert proc.returncode != 0, proc.stderr
     assert needle in proc.stderr, proc.stderr
     assert "TLS" in proc.stderr or "tls" in proc.stderr, proc.stderr
+
+
+def test_http2_requests_pass_the_host_allow_list(start, certs):
+    """HTTP/2 has no Host header (the name travels as :authority); the allow-list must still apply."""
+    cert, key = certs
+    srv = start([*tls_args(cert, key), "--allowed-hosts", "localhost"], tls_ca=cert)
+    body = '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'
+    for version in ("--http1.1", "--http2"):
+        ok = subprocess.run(["curl", "-k", "-sS", "-m", "10", version, "-o", "/dev/null", "-w", "%{http_code}",
+                             "--resolve", f"localhost:{srv.port}:127.0.0.1", "-X", "POST",
+                             f"https://localhost:{srv.port}{MCP_PATH}", "-H", "Content-Type: application/json",
+                             "-d", body], capture_output=True, text=True, timeout=15)
+        assert ok.stdout == "200", (version, ok.stdout, ok.stderr)
+        bad = subprocess.run(["curl", "-k", "-sS", "-m", "10", version, "-o", "/dev/null", "-w", "%{http_code}",
+                              "-X", "POST", f"https://127.0.0.1:{srv.port}{MCP_PATH}",
+                              "-H", "Content-Type: application/json", "-d", body],
+                             capture_output=True, text=True, timeout=15)
+        assert bad.stdout == "403", (version, bad.stdout, bad.stderr)
