@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use rmcp::model::ClientJsonRpcMessage;
+
 use super::{Body, State, access, auth::AuthFailure};
 use crate::{metrics, tools::ClientAddr};
 
@@ -41,6 +43,23 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body>
         json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
             .to_string(),
     )
+}
+
+/// 400 for a body that is not one JSON-RPC message: -32700 if it is not even JSON, else -32600.
+fn invalid_message(body: &[u8], error: &str) -> Response<Body> {
+    if serde_json::from_slice::<Value>(body).is_err() {
+        jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            &format!("Parse error: {error}"),
+        )
+    } else {
+        jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            &format!("Invalid Request: not a single JSON-RPC message ({error})"),
+        )
+    }
 }
 
 fn with_header(mut resp: Response<Body>, name: header::HeaderName, value: &str) -> Response<Body> {
@@ -273,11 +292,7 @@ async fn legacy_post(state: &Arc<State>, req: Request<Incoming>, limit: usize) -
             "unknown_session",
             "no such SSE session; open a new one with GET",
         ),
-        Err(PostError::Malformed(e)) => jsonrpc_error(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            &format!("Parse error: {e}"),
-        ),
+        Err(PostError::Malformed(e)) => invalid_message(&body, &e),
         Err(PostError::Closed) => json_error(
             StatusCode::GONE,
             "session_closed",
@@ -352,6 +367,10 @@ async fn mcp(
                     );
                 }
             };
+            // Valid JSON that is not one JSON-RPC message (a batch, `{}`): rmcp would say 415.
+            if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
+                return invalid_message(&body, &e.to_string());
+            }
             if has_session {
                 return state
                     .stateful(Request::from_parts(parts, Full::new(body)))
