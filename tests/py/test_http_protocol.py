@@ -370,3 +370,18 @@ def test_cleartext_http2_prior_knowledge(start):
     body, _, version = proc.stdout.rpartition("\n")
     assert version == "2"
     assert len(tools_from_jsonrpc(body.encode())) == 21
+
+
+@pytest.mark.parametrize("body", [json.dumps([TOOLS_LIST]), "{}", '{"jsonrpc": "2.0", "id": 1}', "42"])
+def test_json_that_is_not_a_jsonrpc_message_is_400_invalid_request(start, body):
+    srv = start()
+    status, headers, _ = srv.request("POST", MCP_PATH, body=INITIALIZE, headers=post_json_headers())
+    sid = headers["mcp-session-id"]
+    with RawSse(srv) as sse:
+        targets = {"stateless": (MCP_PATH, JSON), "session": (MCP_PATH, post_json_headers({"Mcp-Session-Id": sid})),
+                   "legacy": (sse.endpoint(), JSON)}
+        for name, (path, headers) in targets.items():
+            status, resp_headers, raw = srv.request("POST", path, body=body, headers=headers)
+            assert status == 400, (name, status, raw)
+            assert resp_headers["content-type"].startswith("application/json"), name
+            assert json.loads(raw)["error"]["code"] == -32600, (name, raw)
