@@ -16,7 +16,7 @@ import time
 import pytest
 
 import harness
-from systemd_support import (http_request, procs, short_tmpdir, stderr_text, tcp_listening,  # noqa: F401
+from systemd_support import (NotifySocket, http_request, procs, short_tmpdir, stderr_text, tcp_listening,  # noqa: F401
                              tools_list, wait_exit, wait_healthz, wait_until)
 
 # Replaces itself (same pid) with argv[2:] after moving fd argv[1] to 3 and setting LISTEN_PID to
@@ -68,6 +68,7 @@ def test_tcp_activation_implies_http_mode(sysom_bin, mock, config_file, procs): 
 def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
     path = str(sockdir / "mcp.sock")
     proc = procs.activated([path], ["--config", str(config_file)], harness.server_env(mock))
+    wait_healthz(unix=path, proc=proc)  # systemd-socket-activate binds asynchronously
     code, body = curl_unix(path, "/healthz")
     assert code == 200 and '"ok"' in body, (code, body)
     code, body = curl_unix(path, "/mcp/unified", "-X", "POST", "-H", "Content-Type: application/json",
@@ -81,8 +82,12 @@ def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):  # noqa:
 def test_tcp_and_unix_sockets_at_once(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
     port = harness.free_port()
     path = str(sockdir / "mcp.sock")
-    proc = procs.activated([f"127.0.0.1:{port}", path], ["--config", str(config_file)], harness.server_env(mock))
-    wait_healthz(port=port, proc=proc)
+    with NotifySocket() as notify:
+        proc = procs.activated([f"127.0.0.1:{port}", path], ["--config", str(config_file)],
+                               harness.server_env(mock, NOTIFY_SOCKET=notify.path))
+        wait_healthz(port=port, proc=proc)
+        _, ready = notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=5)
+    assert ready == f"READY=1\nSTATUS=serving on 127.0.0.1:{port}, unix:{path}\n".encode(), ready
     wait_healthz(unix=path, proc=proc)
     assert_serves_tools(port=port)
     assert_serves_tools(unix=path)

@@ -144,9 +144,9 @@ def test_watchdog_pings_stop_while_stalled(sysom_bin, mock, config_file, procs, 
     t0 = time.monotonic()
     time.sleep(2.1)
     pings = notify.watchdog_times(t0 + 0.05, t0 + 2.05)
-    assert 8 <= len(pings) <= 12, pings
+    assert 7 <= len(pings) <= 13, pings
     gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert max(gaps) < 0.4, gaps
+    assert max(gaps) < 0.5, gaps
 
     # Stalled (SIGSTOP): no pings at all, so systemd would restart the service.
     os.kill(proc.pid, signal.SIGSTOP)
