@@ -351,6 +351,15 @@ pub fn reload(args: &ServerArgs, state: &State, server: &SysomServer) {
         .map_err(|e| e.to_string())
         .and_then(|config| {
             let tokens = load_tokens(&config)?;
+            // Emptying the token list must not silently switch authentication off (on
+            // loopback, behind a local reverse proxy, that would open the server).
+            if tokens.is_empty() && !state.tokens.load().is_empty() {
+                return Err(
+                    "the new token list is empty; keeping the current tokens (to run \
+                            without tokens, restart the service)"
+                        .to_string(),
+                );
+            }
             let tls = load_tls(&config)?;
             Ok((config, tokens, tls))
         });

@@ -183,6 +183,7 @@ async fn route(
             {
                 return (Some("/metrics"), unauthorized(f));
             }
+            metrics::set_sessions("streamable_http", state.streamable_sessions().await);
             return (
                 Some("/metrics"),
                 full(

@@ -154,11 +154,6 @@ def test_sighup_with_unreadable_token_file_keeps_old_tokens(start, tmp_path):
     assert post_tools(srv)[0] == 401
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.rs reload() accepts a token file that became empty (auth.rs 5577bb6: empty file = no tokens), and on a "
-    "loopback listener State::auth_required() then serves without auth: a rotation that empties the file "
-    "silently opens the server, e.g. to everyone behind the guide's nginx on the same host. Fix: reload should "
-    "reject a token set that goes from non-empty to empty (keep the old tokens, log an error)."))
 def test_sighup_with_emptied_token_file_does_not_open_the_server(start, tmp_path):
     tokens = write_tokens(tmp_path / "tokens", OLD)
     srv = start(["--token-file", str(tokens)])
@@ -170,6 +165,8 @@ def test_sighup_with_emptied_token_file_does_not_open_the_server(start, tmp_path
                                                                               "reload rejected")):
         time.sleep(0.05)
     assert post_tools(srv)[0] == 401, "emptying the token file and reloading turned authentication off"
+    assert post_tools(srv, bearer(OLD))[0] == 200, "the previous tokens stay valid after a rejected reload"
+    assert "reload rejected" in srv.stderr()
 
 
 # --- Host and Origin ----------------------------------------------------------------------------
