@@ -61,6 +61,14 @@ run_pytest() {
 
 status=0
 first=1
+# Qwen Code (npm) for the client test in tests/py/test_http_clients.py; the test skips only if
+# npm cannot install it.
+qwen_version=${SYSOM_TEST_QWEN_VERSION:-0.24.4}
+if command -v npm >/dev/null && [[ ! -x .venv/qwen/node_modules/.bin/qwen ]]; then
+    npm install --prefix .venv/qwen --no-audit --no-fund "@qwen-code/qwen-code@$qwen_version" >&2 \
+        || echo "run.sh: @qwen-code/qwen-code install failed; its test will skip" >&2
+fi
+
 for name in $venvs; do
     ensure_venv "$name"
     py=$root/.venv/$name/bin/python
