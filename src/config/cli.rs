@@ -62,41 +62,61 @@ pub enum Command {
 #[derive(Debug, Args, Default, Clone)]
 pub struct ServerArgs {
     /// Serve MCP on stdin/stdout (the default without LISTEN_FDS, as in the original server).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub stdio: bool,
     /// Serve over HTTP. Legacy HTTP+SSE and Streamable HTTP are both served on --path.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub sse: bool,
     /// Serve over HTTP (same server as --sse; the flag is kept for compatibility).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub streamable_http: bool,
 
     /// Configuration file (TOML). A missing default file is fine; a missing explicit one is an error.
-    #[arg(long, env = "SYSOM_MCP_CONFIG", value_name = "PATH")]
+    #[arg(global = true, long, env = "SYSOM_MCP_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Address to bind when not socket-activated [default: 127.0.0.1]
-    #[arg(long, env = "SYSOM_MCP_HOST")]
+    #[arg(global = true, long, env = "SYSOM_MCP_HOST")]
     pub host: Option<String>,
     /// Port to bind when not socket-activated [default: 7140]
-    #[arg(long, env = "SYSOM_MCP_PORT")]
+    #[arg(global = true, long, env = "SYSOM_MCP_PORT")]
     pub port: Option<u16>,
     /// HTTP path of the MCP endpoint [default: /mcp/unified]
-    #[arg(long, env = "SYSOM_MCP_PATH")]
+    #[arg(global = true, long, env = "SYSOM_MCP_PATH")]
     pub path: Option<String>,
     /// Never create sessions: every request is served statelessly (for load balancers).
-    #[arg(long, env = "SYSOM_MCP_STATELESS", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(global = true, long, env = "SYSOM_MCP_STATELESS", num_args = 0..=1, default_missing_value = "true")]
     pub stateless: Option<bool>,
     /// Exit after this many seconds without connections (socket activation restarts it) [default: 0 = never]
-    #[arg(long, env = "SYSOM_MCP_IDLE_TIMEOUT", value_name = "SECONDS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_IDLE_TIMEOUT",
+        value_name = "SECONDS"
+    )]
     pub idle_timeout: Option<u64>,
     /// Seconds in-flight tool calls get to finish on SIGTERM [default: 10]
-    #[arg(long, env = "SYSOM_MCP_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_SHUTDOWN_GRACE",
+        value_name = "SECONDS"
+    )]
     pub shutdown_grace: Option<u64>,
     /// Seconds between SSE keep-alive comments [default: 15]
-    #[arg(long, env = "SYSOM_MCP_SSE_KEEP_ALIVE", value_name = "SECONDS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_SSE_KEEP_ALIVE",
+        value_name = "SECONDS"
+    )]
     pub sse_keep_alive: Option<u64>,
     /// Largest accepted request body [default: 4194304]
-    #[arg(long, env = "SYSOM_MCP_MAX_BODY_BYTES", value_name = "BYTES")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_MAX_BODY_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_body_bytes: Option<usize>,
 
     /// File of bearer tokens, one per line (repeatable; env: `:`-separated list)
@@ -108,32 +128,57 @@ pub struct ServerArgs {
     )]
     pub token_file: Vec<PathBuf>,
     /// Serve without bearer tokens even on a non-loopback address (explicit opt-out).
-    #[arg(long, env = "SYSOM_MCP_ALLOW_UNAUTHENTICATED", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(global = true, long, env = "SYSOM_MCP_ALLOW_UNAUTHENTICATED", num_args = 0..=1, default_missing_value = "true")]
     pub allow_unauthenticated: Option<bool>,
     /// Require a bearer token on /metrics too [default: false]
-    #[arg(long, env = "SYSOM_MCP_METRICS_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(global = true, long, env = "SYSOM_MCP_METRICS_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_auth: Option<bool>,
 
     /// Accepted Host header values, comma-separated (empty: any)
-    #[arg(long, env = "SYSOM_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     pub allowed_hosts: Vec<String>,
     /// Accepted Origin header values, comma-separated (empty: any)
-    #[arg(long, env = "SYSOM_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// Client networks allowed to connect, CIDRs comma-separated (empty: any)
-    #[arg(long, env = "SYSOM_MCP_ALLOWED_CLIENTS", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_ALLOWED_CLIENTS",
+        value_delimiter = ','
+    )]
     pub allowed_clients: Vec<String>,
     /// Reverse proxies whose X-Forwarded-For is believed, CIDRs comma-separated
-    #[arg(long, env = "SYSOM_MCP_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<String>,
     /// Maximum concurrent MCP sessions (SSE + Streamable HTTP) [default: 1000]
-    #[arg(long, env = "SYSOM_MCP_MAX_SESSIONS")]
+    #[arg(global = true, long, env = "SYSOM_MCP_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
     /// Close sessions idle for this many seconds [default: 1800]
-    #[arg(long, env = "SYSOM_MCP_SESSION_IDLE_TIMEOUT", value_name = "SECONDS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_SESSION_IDLE_TIMEOUT",
+        value_name = "SECONDS"
+    )]
     pub session_idle_timeout: Option<u64>,
     /// Maximum open connections per client IP [default: 256]
-    #[arg(long, env = "SYSOM_MCP_MAX_CONNECTIONS_PER_IP")]
+    #[arg(global = true, long, env = "SYSOM_MCP_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
 
     /// PEM certificate chain: serve HTTPS (HTTP/2 via ALPN)
@@ -154,28 +199,53 @@ pub struct ServerArgs {
     pub tls_key: Option<PathBuf>,
 
     /// SysOM OpenAPI endpoint URL [default: https://sysom.cn-hangzhou.aliyuncs.com]
-    #[arg(long, env = "SYSOM_ENDPOINT", value_name = "URL")]
+    #[arg(global = true, long, env = "SYSOM_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
     /// Upstream connect timeout in milliseconds [default: 2000]
-    #[arg(long, env = "SYSOM_MCP_CONNECT_TIMEOUT_MS", value_name = "MS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_CONNECT_TIMEOUT_MS",
+        value_name = "MS"
+    )]
     pub connect_timeout_ms: Option<u64>,
     /// Upstream read timeout in milliseconds [default: 10000]
-    #[arg(long, env = "SYSOM_MCP_READ_TIMEOUT_MS", value_name = "MS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_READ_TIMEOUT_MS",
+        value_name = "MS"
+    )]
     pub read_timeout_ms: Option<u64>,
     /// Retries of GET operations on throttling and 5xx [default: 2]
-    #[arg(long, env = "SYSOM_MCP_MAX_RETRIES")]
+    #[arg(global = true, long, env = "SYSOM_MCP_MAX_RETRIES")]
     pub max_retries: Option<u32>,
     /// Seconds a diagnosis may run before TaskTimeout [default: 150]
-    #[arg(long, env = "SYSOM_MCP_DIAGNOSIS_TIMEOUT", value_name = "SECONDS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_DIAGNOSIS_TIMEOUT",
+        value_name = "SECONDS"
+    )]
     pub diagnosis_timeout: Option<u64>,
     /// First poll interval of GetDiagnosisResult in milliseconds [default: 1000]
-    #[arg(long, env = "SYSOM_MCP_POLL_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_POLL_INTERVAL_MS",
+        value_name = "MS"
+    )]
     pub poll_interval_ms: Option<u64>,
 
     /// Log destination: auto (journald when stderr is the journal), stderr or journald [default: auto]
-    #[arg(long = "log", env = "SYSOM_MCP_LOG", value_name = "TARGET")]
+    #[arg(
+        global = true,
+        long = "log",
+        env = "SYSOM_MCP_LOG",
+        value_name = "TARGET"
+    )]
     pub log_target: Option<String>,
     /// Log level or filter, e.g. info, debug, sysom_mcp=trace (env: RUST_LOG) [default: info]
-    #[arg(long, env = "RUST_LOG", value_name = "LEVEL")]
+    #[arg(global = true, long, env = "RUST_LOG", value_name = "LEVEL")]
     pub log_level: Option<String>,
 }

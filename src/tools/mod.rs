@@ -274,9 +274,12 @@ impl ServerHandler for SysomServer {
         let args = request.arguments.unwrap_or_default();
         let _running = metrics::ToolRunning::start();
         let outcome = (def.run)(self.services.load_full(), args, ctx);
-        let result = match outcome {
-            Ok(fut) => Ok(fut.await),
-            Err(message) => Err(message),
+        let (result, upstream_request_id) = match outcome {
+            Ok(fut) => {
+                let (envelope, id) = upstream::with_request_id(fut).await;
+                (Ok(envelope), id)
+            }
+            Err(message) => (Err(message), None),
         };
         let millis = started.elapsed().as_millis() as u64;
         let client = addr
@@ -295,7 +298,7 @@ impl ServerHandler for SysomServer {
                     sysom_tool = %def.tool.name,
                     sysom_task_id = str_field(&envelope, &["task_id"]),
                     sysom_upstream_action = def.action,
-                    sysom_request_id = str_field(&envelope, &["requestId", "RequestId", "request_id"]),
+                    sysom_request_id = upstream_request_id.as_deref().unwrap_or(""),
                     sysom_client_addr = %client,
                     sysom_duration_ms = millis,
                     sysom_result_code = code,

@@ -175,6 +175,29 @@ impl SignedRequest<'_> {
     }
 }
 
+tokio::task_local! {
+    /// The RequestId of the last SysOM answer seen by the current tool call.
+    static LAST_REQUEST_ID: std::cell::RefCell<Option<String>>;
+}
+
+/// Runs `fut` and also returns the RequestId of the last SysOM answer it received, so a tool
+/// call's log record can carry it even when the result envelope has no place for it.
+pub async fn with_request_id<F: std::future::Future>(fut: F) -> (F::Output, Option<String>) {
+    LAST_REQUEST_ID
+        .scope(std::cell::RefCell::new(None), async move {
+            let out = fut.await;
+            let id = LAST_REQUEST_ID.with(|c| c.borrow().clone());
+            (out, id)
+        })
+        .await
+}
+
+fn note_request_id(id: Option<String>) {
+    if id.is_some() {
+        let _ = LAST_REQUEST_ID.try_with(|c| *c.borrow_mut() = id);
+    }
+}
+
 /// The shared client. Clone freely: clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
@@ -270,7 +293,12 @@ impl Client {
             .send(&self.http, &self.endpoint, &key)
             .await
             .map_err(|e| self.transport_error(e))?;
-        interpret(status, &text)
+        let result = interpret(status, &text);
+        note_request_id(match &result {
+            Ok(body) => request_id_of(body),
+            Err(e) => e.request_id().map(str::to_string),
+        });
+        result
     }
 
     fn transport_error(&self, e: reqwest::Error) -> UpstreamError {

@@ -104,10 +104,6 @@ def test_check_bad_config(sysom_bin, mock, tmp_path):
     assert "prot" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docs/interface.md documents `sysom-mcp check [OPTIONS]`, but the server options are only accepted "
-    "before the subcommand (`sysom-mcp --config F check`); `check --config F` is a clap usage error (exit 2). "
-    "Fix in src/config/cli.rs: mark the ServerArgs options `global = true` (or flatten them into Check)"))
 def test_check_accepts_options_after_the_subcommand(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "after.toml"
     cfg.write_text("")

@@ -132,10 +132,6 @@ def test_journal_stream_not_matching_logs_to_stderr(sysom_bin, mock, config_file
     assert mock.access_key_secret not in err and BEARER not in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "diagnosis tools log an empty SYSOM_REQUEST_ID: tools/mod.rs takes it from the result envelope, and "
-    "DiagnosisResult (the original server's format) has no request id field, so the InvokeDiagnosis "
-    "RequestId is lost; the fix belongs in src/tools (carry the RequestId beside the envelope for the log)"))
 def test_diagnosis_record_has_request_id(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):  # noqa: F811
     proc, port, outfile = start_in_fake_journal(procs, tmp_path, mock, config_file, ["--log", "journald"])
     status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
