@@ -79,6 +79,7 @@ pub struct State {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Whether every listening socket is loopback-only (tokens are optional then).
     loopback_only: bool,
+    tools_list_json: String,
 }
 
 fn streamable_config(
@@ -105,6 +106,15 @@ impl State {
         server: SysomServer,
         loopback_only: bool,
     ) -> Arc<Self> {
+        // As rmcp answers pre-2026-07-28 clients: without the newer `resultType` field.
+        let mut tools_list = serde_json::to_value(rmcp::model::ListToolsResult::with_all_items(
+            server.tool_list(),
+        ))
+        .expect("the tool list serialises");
+        if let Some(obj) = tools_list.as_object_mut() {
+            obj.remove("resultType");
+        }
+        let tools_list_json = tools_list.to_string();
         let shutdown = CancellationToken::new();
         let mut manager = LocalSessionManager::default();
         manager.session_config.keep_alive = Some(config.limits.session_idle_timeout);
@@ -134,6 +144,7 @@ impl State {
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             loopback_only,
+            tools_list_json,
         })
     }
 
@@ -147,6 +158,11 @@ impl State {
 
     pub async fn session_count(&self) -> usize {
         self.legacy.len() + self.streamable_sessions().await
+    }
+
+    /// The `tools/list` result, serialised once.
+    pub fn tools_list_json(&self) -> &str {
+        &self.tools_list_json
     }
 
     /// Open stateful Streamable HTTP sessions.

@@ -377,6 +377,9 @@ async fn mcp(
                     .stateful(Request::from_parts(parts, Full::new(body)))
                     .await;
             }
+            if let Some(resp) = prepared_answer(state, &message, &parts.headers) {
+                return resp;
+            }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
             let stateless = state.config.load().server.stateless || !is_initialize;
             if stateless {
@@ -395,6 +398,36 @@ async fn mcp(
         }
         _ => method_not_allowed("GET, POST, DELETE"),
     }
+}
+
+/// Answers a sessionless `tools/list` or `ping` from a prepared body. The tool list never
+/// changes while the process runs, and building and serialising its 34 KB for every request
+/// cost most of the time of a stateless `tools/list` (see bench/README.md). Requests of the
+/// 2026-07-28 protocol, and list requests with a cursor, still go through rmcp.
+fn prepared_answer(state: &State, message: &Value, headers: &HeaderMap) -> Option<Response<Body>> {
+    let version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    if version.is_some_and(|v| v >= "2026-07-28") {
+        return None;
+    }
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
+    let params = message.get("params");
+    if params.and_then(|p| p.get("cursor")).is_some() {
+        return None;
+    }
+    let result = match message.get("method").and_then(Value::as_str)? {
+        "tools/list" => state.tools_list_json(),
+        "ping" => "{}",
+        _ => return None,
+    };
+    Some(full(
+        StatusCode::OK,
+        "application/json",
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+    ))
 }
 
 #[cfg(test)]

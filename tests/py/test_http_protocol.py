@@ -235,6 +235,27 @@ def test_initialize_issues_session_and_delete_ends_it(start):
     assert status == 404, "a deleted session must answer 404 so the client re-initialises"
 
 
+def test_prepared_tools_list_equals_the_session_answer(start):
+    """Sessionless tools/list and ping are answered from a prepared body; they must be identical
+    to what rmcp answers inside a session, ids of any JSON type included."""
+    srv = start()
+    status, headers, _ = srv.request("POST", MCP_PATH, body=INITIALIZE, headers=post_json_headers())
+    sid = headers["mcp-session-id"]
+    status, headers, body = srv.request("POST", MCP_PATH, body={**TOOLS_LIST, "id": 2},
+                                        headers=post_json_headers({"Mcp-Session-Id": sid}))
+    in_session = jsonrpc_answer(headers, body)["result"]
+    for request_id in (5, "req-5"):
+        status, headers, body = srv.request("POST", MCP_PATH, body={**TOOLS_LIST, "id": request_id},
+                                            headers=JSON)
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        answer = json.loads(body)
+        assert answer["id"] == request_id and answer["jsonrpc"] == "2.0"
+        assert answer["result"] == in_session
+    status, _, body = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                                  headers=JSON)
+    assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
 def test_plain_post_without_session_is_stateless(start):
     srv = start()
     status, headers, body = srv.request("POST", MCP_PATH, body=TOOLS_LIST, headers=JSON)
