@@ -9,7 +9,7 @@ use super::{
     Effect, ToolDef,
     diagnosis::activation_note,
     envelope::{BasicResult, fetch},
-    parse_args, tool,
+    tool,
 };
 use crate::upstream::ops;
 
@@ -60,66 +60,88 @@ pub(super) fn tools() -> Vec<ToolDef> {
     vec![
         tool::<VmcoreTaskParams, BasicResult, _, _>(
             "create_vmcore_diagnosis_task",
-            concat!(activation_note!(),
+            concat!(
+                activation_note!(),
                 "Create a kernel-crash diagnosis task from a VMCORE file: SysOM analyses the dump with debug \
                  symbols, locates the root cause and searches community fix patches. debuginfo is not needed \
                  for Alibaba Cloud Linux/CentOS kernels but is required for other distributions. The analysis \
-                 takes 5 to 30 minutes: keep data.taskId and call query_diagnosis_task later."),
+                 takes 5 to 30 minutes: keep data.taskId and call query_diagnosis_task later."
+            ),
             ops::CREATE_VMCORE_DIAGNOSIS_TASK.action,
             Effect::Creates,
             |s, p, _ctx| async move {
-                let body = create_body("vmcore", &[
-                    ("vmcoreUrl", &Some(p.vmcore_url)),
-                    ("debuginfoUrl", &p.debuginfo_url),
-                    ("debuginfoCommonUrl", &p.debuginfo_common_url),
-                ]);
-                fetch(&s.upstream, &ops::CREATE_VMCORE_DIAGNOSIS_TASK, &[], Some(&body)).await.basic()
+                let body = create_body(
+                    "vmcore",
+                    &[
+                        ("vmcoreUrl", &Some(p.vmcore_url)),
+                        ("debuginfoUrl", &p.debuginfo_url),
+                        ("debuginfoCommonUrl", &p.debuginfo_common_url),
+                    ],
+                );
+                fetch(
+                    &s.upstream,
+                    &ops::CREATE_VMCORE_DIAGNOSIS_TASK,
+                    &[],
+                    Some(&body),
+                )
+                .await
+                .basic()
             },
         ),
         tool::<DmesgTaskParams, BasicResult, _, _>(
             "create_dmesg_diagnosis_task",
-            concat!(activation_note!(),
+            concat!(
+                activation_note!(),
                 "Create a diagnosis task from a kept dmesg log, to find why a system went down (hardware \
-                 causes included). Keep data.taskId and call query_diagnosis_task later."),
+                 causes included). Keep data.taskId and call query_diagnosis_task later."
+            ),
             ops::CREATE_VMCORE_DIAGNOSIS_TASK.action,
             Effect::Creates,
             |s, p, _ctx| async move {
                 let body = create_body("dmesg", &[("dmesgUrl", &Some(p.dmesg_url))]);
-                fetch(&s.upstream, &ops::CREATE_VMCORE_DIAGNOSIS_TASK, &[], Some(&body)).await.basic()
+                fetch(
+                    &s.upstream,
+                    &ops::CREATE_VMCORE_DIAGNOSIS_TASK,
+                    &[],
+                    Some(&body),
+                )
+                .await
+                .basic()
             },
         ),
         tool::<QueryTaskParams, BasicResult, _, _>(
             "query_diagnosis_task",
-            concat!(activation_note!(),
+            concat!(
+                activation_note!(),
                 "Get the status and result of a crash diagnosis task (vmcore or dmesg). data.taskStatus is \
                  created, queued, running, success or error; while it is not finished, ask again later. \
-                 data.diagnoseResult holds the analysis, data.urls the inputs."),
+                 data.diagnoseResult holds the analysis, data.urls the inputs."
+            ),
             ops::GET_VMCORE_DIAGNOSIS_TASK.action,
             Effect::ReadOnly,
             |s, p, _ctx| async move {
                 let query = [("taskId".to_string(), p.task_id)];
-                fetch(&s.upstream, &ops::GET_VMCORE_DIAGNOSIS_TASK, &query, None).await.basic()
+                fetch(&s.upstream, &ops::GET_VMCORE_DIAGNOSIS_TASK, &query, None)
+                    .await
+                    .basic()
             },
         ),
         tool::<HistoryParams, BasicResult, _, _>(
             "list_history_tasks",
-            concat!(activation_note!(),
+            concat!(
+                activation_note!(),
                 "List the crash diagnosis tasks (vmcore and dmesg) created in the last `days` days (1 to 30), \
-                 with their IDs, types, status, creation time and error message."),
+                 with their IDs, types, status, creation time and error message."
+            ),
             ops::LIST_VMCORE_DIAGNOSIS_TASK.action,
             Effect::ReadOnly,
             |s, p, _ctx| async move {
                 let query = [("days".to_string(), p.days.to_string())];
-                fetch(&s.upstream, &ops::LIST_VMCORE_DIAGNOSIS_TASK, &query, None).await.basic()
+                fetch(&s.upstream, &ops::LIST_VMCORE_DIAGNOSIS_TASK, &query, None)
+                    .await
+                    .basic()
             },
-        )
-        .with_validation(|args| {
-            let p: HistoryParams = parse_args(args.clone())?;
-            if !(1..=30).contains(&p.days) {
-                return Err(format!("invalid argument `days`: must be between 1 and 30, got {}", p.days));
-            }
-            Ok(())
-        }),
+        ),
     ]
 }
 

@@ -263,25 +263,24 @@ where
 
 // ---- parameter structs ------------------------------------------------------------------
 
-const CLUSTER_TYPE: &str = "Cluster type for pod mode: ackClusters (ACK managed), \
-ackServerlessClusters (ACK Serverless) or acsClusters (ACS)";
-
-/// memgraph: node or pod mode.
+/// The fields every diagnosis tool takes: whose account, which region, and how SysOM reaches
+/// the target.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct MemgraphParams {
+struct Routing {
     /// User ID (Alibaba Cloud account UID)
     uid: String,
     /// Region of the instance, e.g. cn-hangzhou
     region: String,
-    /// Diagnosis channel: "ecs" for a node (ECS instance), "auto" for a pod in a cluster
+    /// Diagnosis channel: "ecs" for a node (an ECS instance); "auto" for a pod in a cluster
+    /// (memgraph, javamem and oomcheck only)
     channel: String,
-    /// ECS instance ID (node mode)
-    #[serde(default)]
-    instance: Option<String>,
-    /// Pod name (optional in node mode, required in pod mode)
-    #[serde(default)]
-    pod: Option<String>,
-    #[schemars(description = CLUSTER_TYPE)]
+}
+
+/// The cluster fields of pod mode (channel "auto").
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct PodTarget {
+    /// Cluster type for pod mode: ackClusters (ACK managed), ackServerlessClusters (ACK
+    /// Serverless) or acsClusters (ACS)
     #[serde(default, rename = "clusterType")]
     cluster_type: Option<String>,
     /// Cluster ID (pod mode)
@@ -292,6 +291,21 @@ struct MemgraphParams {
     namespace: Option<String>,
 }
 
+/// memgraph: node or pod mode.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct MemgraphParams {
+    #[serde(flatten)]
+    routing: Routing,
+    /// ECS instance ID (node mode)
+    #[serde(default)]
+    instance: Option<String>,
+    /// Pod name (optional in node mode, required in pod mode)
+    #[serde(default)]
+    pod: Option<String>,
+    #[serde(flatten)]
+    cluster: PodTarget,
+}
+
 fn zero() -> Option<String> {
     Some("0".into())
 }
@@ -299,12 +313,8 @@ fn zero() -> Option<String> {
 /// javamem: instance always required.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct JavamemParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel: "ecs" for a node, "auto" for a pod in a cluster
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID
     instance: String,
     /// PID of the Java process (node mode: give pid or pod)
@@ -316,26 +326,15 @@ struct JavamemParams {
     /// Seconds of JNI memory-allocation profiling; "0" disables it
     #[serde(default = "zero")]
     duration: Option<String>,
-    #[schemars(description = CLUSTER_TYPE)]
-    #[serde(default, rename = "clusterType")]
-    cluster_type: Option<String>,
-    /// Cluster ID (pod mode)
-    #[serde(default, rename = "clusterId")]
-    cluster_id: Option<String>,
-    /// Pod namespace (pod mode)
-    #[serde(default)]
-    namespace: Option<String>,
+    #[serde(flatten)]
+    cluster: PodTarget,
 }
 
 /// oomcheck: node or pod mode, optional timestamp.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct OomcheckParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel: "ecs" for a node, "auto" for a pod in a cluster
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID (node mode)
     #[serde(default)]
     instance: Option<String>,
@@ -345,26 +344,15 @@ struct OomcheckParams {
     /// Unix timestamp: analyse the OOM event closest to it (default: the latest)
     #[serde(default)]
     time: Option<String>,
-    #[schemars(description = CLUSTER_TYPE)]
-    #[serde(default, rename = "clusterType")]
-    cluster_type: Option<String>,
-    /// Cluster ID (pod mode)
-    #[serde(default, rename = "clusterId")]
-    cluster_id: Option<String>,
-    /// Pod namespace (pod mode)
-    #[serde(default)]
-    namespace: Option<String>,
+    #[serde(flatten)]
+    cluster: PodTarget,
 }
 
 /// iofsstat.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct IofsstatParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel; must be "ecs"
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID
     instance: String,
     /// Seconds to collect, default 15
@@ -378,12 +366,8 @@ struct IofsstatParams {
 /// iodiagnose.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct IodiagnoseParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel; must be "ecs"
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID
     instance: String,
     /// Seconds to diagnose, default 30; less than 30 is not recommended
@@ -394,12 +378,8 @@ struct IodiagnoseParams {
 /// Tools that take only the instance.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct InstanceParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel; must be "ecs"
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID
     instance: String,
 }
@@ -407,12 +387,8 @@ struct InstanceParams {
 /// netjitter and delay.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct JitterParams {
-    /// User ID (Alibaba Cloud account UID)
-    uid: String,
-    /// Region of the instance, e.g. cn-hangzhou
-    region: String,
-    /// Diagnosis channel; must be "ecs"
-    channel: String,
+    #[serde(flatten)]
+    routing: Routing,
     /// ECS instance ID
     instance: String,
     /// Seconds to observe (server default 20)

@@ -7,6 +7,7 @@
 
 pub mod activation;
 mod am;
+mod args;
 mod crash;
 mod diagnosis;
 pub mod envelope;
@@ -135,10 +136,11 @@ where
 {
     let input = schema_for_input::<P>()
         .unwrap_or_else(|e| panic!("input schema of {name} is invalid: {e}"));
-    let tool = Tool::new(name, description, input)
+    let tool = Tool::new(name, description, input.clone())
         .with_raw_output_schema(schema_for_output::<O>())
         .with_annotations(annotations(effect));
     let run: Runner = Box::new(move |services, args, ctx| {
+        args::check(&args, &input)?;
         let params = parse_args::<P>(args)?;
         let fut = f(services, params, ctx);
         Ok(Box::pin(async move {
@@ -325,20 +327,6 @@ impl ServerHandler for SysomServer {
 impl ToolDef {
     fn name(&self) -> &str {
         &self.tool.name
-    }
-
-    /// Adds a check that runs on the raw arguments before the tool body (for ranges and other
-    /// rules the parameter type cannot express).
-    pub fn with_validation(
-        mut self,
-        check: impl Fn(&JsonObject) -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self {
-        let run = self.run;
-        self.run = Box::new(move |services, args, ctx| {
-            check(&args)?;
-            run(services, args, ctx)
-        });
-        self
     }
 }
 
