@@ -3,16 +3,21 @@
 //! Streamable HTTP and falls back to the legacy HTTP+SSE transport if that fails. Progress
 //! notifications and cancellation travel through.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use futures::{SinkExt, StreamExt, channel::mpsc};
 use rmcp::{
     ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResponse, ClientJsonRpcMessage, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, ServerConfig, ServerJsonRpcMessage,
+        CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
+        ClientJsonRpcMessage, ClientRequest, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, ProgressToken, ServerConfig, ServerJsonRpcMessage, ServerResult,
     },
-    service::{NotificationContext, Peer, RequestContext, RunningService},
+    service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, RunningService},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
@@ -21,19 +26,31 @@ use tokio::sync::OnceCell;
 
 use crate::app::Exit;
 
-/// Forwards the remote's progress notifications to the local (stdio) client.
+/// Remote progress token → the local client's token for the same call.
+type TokenMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
+
+/// Forwards the remote's progress notifications to the local (stdio) client. rmcp gives every
+/// outgoing request a progress token of its own, so tokens are translated back.
 #[derive(Clone, Default)]
 struct Upstream {
     local: Arc<OnceCell<Peer<RoleServer>>>,
+    tokens: TokenMap,
 }
 
 impl ClientHandler for Upstream {
     async fn on_progress(
         &self,
-        params: ProgressNotificationParam,
+        mut params: ProgressNotificationParam,
         _ctx: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.local.get() {
+        let local_token = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&params.progress_token)
+            .cloned();
+        if let (Some(token), Some(peer)) = (local_token, self.local.get()) {
+            params.progress_token = token;
             let _ = peer.notify_progress(params).await;
         }
     }
@@ -45,6 +62,7 @@ struct Forwarder {
     remote: Peer<RoleClient>,
     info: ServerConfig,
     local: Arc<OnceCell<Peer<RoleServer>>>,
+    tokens: TokenMap,
 }
 
 fn remote_error(e: impl std::fmt::Display) -> ErrorData {
@@ -71,10 +89,43 @@ impl ServerHandler for Forwarder {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let _ = self.local.set(ctx.peer.clone());
-        // Dropping the remote call on local cancellation sends notifications/cancelled upstream.
-        tokio::select! {
-            r = self.remote.call_tool_once(request) => r.map_err(remote_error),
-            _ = ctx.ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+        let handle = self
+            .remote
+            .send_request_with_option(
+                ClientRequest::CallToolRequest(CallToolRequest::new(request)),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .map_err(remote_error)?;
+        let remote_token = handle.progress_token.clone();
+        let remote_id = handle.id.clone();
+        if let Some(local_token) = ctx.meta.get_progress_token() {
+            self.tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(remote_token.clone(), local_token);
+        }
+        let outcome = tokio::select! {
+            r = handle.await_response() => Some(r),
+            _ = ctx.ct.cancelled() => None,
+        };
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&remote_token);
+        match outcome {
+            Some(Ok(ServerResult::CallToolResult(result))) => Ok(result.into()),
+            Some(Ok(_)) => Err(remote_error("unexpected answer to tools/call")),
+            Some(Err(e)) => Err(remote_error(e)),
+            None => {
+                // The local client gave up: tell the remote, so it stops polling SysOM.
+                let param = CancelledNotificationParam::new(
+                    Some(remote_id),
+                    Some("cancelled by the stdio client".into()),
+                );
+                let _ = self.remote.notify_cancelled(param).await;
+                Err(ErrorData::internal_error("cancelled by the client", None))
+            }
         }
     }
 }
@@ -179,6 +230,7 @@ async fn connect_sse(url: &str, token: Option<&str>, handler: Upstream) -> Resul
 async fn proxy(url: String, token: Option<String>) -> Exit {
     let handler = Upstream::default();
     let local = handler.local.clone();
+    let tokens = handler.tokens.clone();
     let remote = match connect_streamable(&url, token.as_deref(), handler.clone()).await {
         Ok(r) => r,
         Err(first) => {
@@ -211,6 +263,7 @@ async fn proxy(url: String, token: Option<String>) -> Exit {
         remote: remote.peer().clone(),
         info,
         local,
+        tokens,
     };
     let served = match forwarder.serve(rmcp::transport::stdio()).await {
         Ok(s) => s,
