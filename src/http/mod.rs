@@ -76,6 +76,8 @@ pub struct State {
     /// Cancelled when the server shuts down: ends every stream and session.
     pub shutdown: CancellationToken,
     connections: AtomicUsize,
+    /// MCP POSTs whose response has not been produced yet (drained on shutdown).
+    posts: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Whether every listening socket is loopback-only (tokens are optional then).
     loopback_only: bool,
@@ -142,6 +144,7 @@ impl State {
             legacy: Arc::new(legacy_sse::Registry::default()),
             shutdown,
             connections: AtomicUsize::new(0),
+            posts: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             loopback_only,
             tools_list_json,
@@ -172,6 +175,16 @@ impl State {
 
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn posts_in_flight(&self) -> usize {
+        self.posts.load(Ordering::Relaxed)
+    }
+
+    /// Counts an MCP POST as in flight until the guard drops (its response is ready).
+    pub fn post_started(&self) -> PostGuard<'_> {
+        self.posts.fetch_add(1, Ordering::Relaxed);
+        PostGuard(&self.posts)
     }
 
     async fn at_session_limit(&self) -> bool {
@@ -274,6 +287,15 @@ impl State {
             state: self.clone(),
             ip,
         })
+    }
+}
+
+/// See [`State::post_started`].
+pub struct PostGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PostGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -429,8 +451,18 @@ pub async fn serve(
     }
     crate::systemd::notify::stopping(grace);
     let deadline = tokio::time::Instant::now() + grace;
-    while metrics::running_tool_calls() > 0 && tokio::time::Instant::now() < deadline {
+    let busy = || metrics::running_tool_calls() > 0 || state.posts_in_flight() > 0;
+    while busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A finished tool call's answer may still be on its way into a response or SSE stream;
+    // cancelling now would turn it into an error. Give it a moment (bounded by the grace).
+    if !busy() {
+        tokio::time::sleep(
+            Duration::from_millis(200)
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
     }
     if metrics::running_tool_calls() > 0 {
         tracing::warn!(

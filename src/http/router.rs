@@ -336,6 +336,7 @@ async fn mcp(
             resp
         }
         Method::POST => {
+            let _in_flight = state.post_started();
             if !is_json_content(req.headers()) {
                 return json_error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
