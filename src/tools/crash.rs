@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    Effect, ToolDef,
+    Effect, Services, ToolDef,
     diagnosis::activation_note,
     envelope::{BasicResult, fetch},
     tool,
@@ -56,6 +56,18 @@ fn create_body(task_type: &str, fields: &[(&str, &Option<String>)]) -> Value {
     Value::Object(body)
 }
 
+/// Creates a crash diagnosis task from a body made by [`create_body`].
+async fn create_task(services: &Services, body: &Value) -> BasicResult {
+    fetch(
+        &services.upstream,
+        &ops::CREATE_VMCORE_DIAGNOSIS_TASK,
+        &[],
+        Some(body),
+    )
+    .await
+    .basic()
+}
+
 pub(super) fn tools() -> Vec<ToolDef> {
     vec![
         tool::<VmcoreTaskParams, BasicResult, _, _>(
@@ -78,14 +90,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
                         ("debuginfoCommonUrl", &p.debuginfo_common_url),
                     ],
                 );
-                fetch(
-                    &s.upstream,
-                    &ops::CREATE_VMCORE_DIAGNOSIS_TASK,
-                    &[],
-                    Some(&body),
-                )
-                .await
-                .basic()
+                create_task(&s, &body).await
             },
         ),
         tool::<DmesgTaskParams, BasicResult, _, _>(
@@ -99,14 +104,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             Effect::Creates,
             |s, p, _ctx| async move {
                 let body = create_body("dmesg", &[("dmesgUrl", &Some(p.dmesg_url))]);
-                fetch(
-                    &s.upstream,
-                    &ops::CREATE_VMCORE_DIAGNOSIS_TASK,
-                    &[],
-                    Some(&body),
-                )
-                .await
-                .basic()
+                create_task(&s, &body).await
             },
         ),
         tool::<QueryTaskParams, BasicResult, _, _>(
