@@ -33,8 +33,13 @@ deb:
 	   ../sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).buildinfo $(DIST)/
 	@echo "built $(DIST)/sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).deb"
 
-# The spec packages the binary built by `release` (see rpm/sysom-mcp.spec).
-rpm: release
+# The spec packages target/release/sysom-mcp (see rpm/sysom-mcp.spec). A binary newer than the
+# sources (e.g. from `make deb`, whose hardening CFLAGS would otherwise force a second full
+# build) is reused.
+$(BIN): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	$(CARGO) build --release --locked
+
+rpm: $(BIN)
 	rm -rf $(DIST)/rpmbuild
 	rpmbuild -bb $(RPMBUILD_FLAGS) \
 	    --define "_sourcedir $(CURDIR)" \
