@@ -406,11 +406,14 @@ async fn mcp(
 /// cost most of the time of a stateless `tools/list` (see bench/README.md). Requests of the
 /// 2026-07-28 protocol, and list requests with a cursor, still go through rmcp.
 fn prepared_answer(state: &State, message: &Value, headers: &HeaderMap) -> Option<Response<Body>> {
-    let version = headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok());
-    if version.is_some_and(|v| v >= "2026-07-28") {
-        return None;
+    // Only for the session-era versions; anything else (2026-07-28, or a version rmcp would
+    // refuse with 400) is left to rmcp.
+    const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+    if let Some(v) = headers.get("mcp-protocol-version") {
+        let v = v.to_str().ok()?;
+        if !LEGACY_VERSIONS.contains(&v) {
+            return None;
+        }
     }
     let id = message
         .get("id")

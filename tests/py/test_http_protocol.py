@@ -254,6 +254,10 @@ def test_prepared_tools_list_equals_the_session_answer(start):
     status, _, body = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "id": 9, "method": "ping"},
                                   headers=JSON)
     assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": 9, "result": {}}
+    # A protocol version rmcp refuses is refused on the prepared path too.
+    status, _, _ = srv.request("POST", MCP_PATH, body=TOOLS_LIST,
+                               headers={**JSON, "MCP-Protocol-Version": "1999-01-01"})
+    assert status == 400
 
 
 def test_plain_post_without_session_is_stateless(start):
