@@ -64,7 +64,8 @@ pub fn build_services(config: &Config, activation: Option<Arc<Cache>>) -> Servic
     Services::new(client, config.diagnosis.clone(), activation)
 }
 
-fn install_crypto() {
+/// Installs the process-wide rustls crypto provider (needed before any HTTPS client or server).
+pub fn install_crypto() {
     // reqwest and tokio-rustls share one rustls crypto provider; `ring` builds everywhere.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -204,7 +205,8 @@ fn loopback_only(listeners: &[Listener]) -> bool {
     })
 }
 
-fn load_tokens(config: &Config) -> Result<Tokens, String> {
+/// The client tokens the configuration names, plus `$CREDENTIALS_DIRECTORY/mcp-tokens`.
+pub fn load_tokens(config: &Config) -> Result<Tokens, String> {
     let dir = credentials::credentials_dir(&config::process_env);
     Tokens::load(&config.auth.token_files, dir.as_deref())
 }

@@ -5,10 +5,8 @@
 use std::{process::Command, time::Duration};
 
 use crate::{
-    app::{Exit, build_services},
+    app::{Exit, build_services, install_crypto, load_tokens},
     config::{self, ServerArgs},
-    credentials,
-    http::auth::Tokens,
     tools::envelope,
     upstream::ops,
 };
@@ -89,8 +87,7 @@ pub fn run(args: &ServerArgs) -> Exit {
     );
 
     println!("authentication:");
-    let dir = credentials::credentials_dir(&config::process_env);
-    match Tokens::load(&config.auth.token_files, dir.as_deref()) {
+    match load_tokens(&config) {
         Ok(t) if !t.is_empty() => r.ok(&format!(
             "{} bearer token(s) ({})",
             t.len(),
@@ -108,7 +105,7 @@ pub fn run(args: &ServerArgs) -> Exit {
     }
 
     println!("credentials ({}):", config.credentials.kind.as_str());
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto();
     let services = build_services(&config, None);
     let provider = services.upstream.credentials();
     for origin in &provider.origins {

@@ -298,7 +298,7 @@ pub fn run(url: String, token_file: Option<PathBuf>) -> Exit {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::app::install_crypto();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

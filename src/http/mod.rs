@@ -225,21 +225,14 @@ impl State {
         }
     }
 
-    fn open_legacy(self: &Arc<Self>, peer: Option<SocketAddr>) -> Response<Body> {
-        let config = self.config.load();
-        // The count is approximate without awaiting the session map; good enough for a cap.
-        let streamable = self
-            .sessions
-            .sessions
-            .try_read()
-            .map(|s| s.len())
-            .unwrap_or(0);
-        if self.legacy.len() + streamable >= config.limits.max_sessions {
+    async fn open_legacy(self: &Arc<Self>, peer: Option<SocketAddr>) -> Response<Body> {
+        if self.at_session_limit().await {
             return router::overloaded(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many open MCP sessions; retry later",
             );
         }
+        let config = self.config.load();
         self.legacy.open(
             self.server.for_client(peer),
             &format!("{}/messages", config.server.path),

@@ -322,7 +322,7 @@ async fn mcp(
                     "GET opens an SSE stream: accept text/event-stream",
                 );
             }
-            state.open_legacy(peer)
+            state.open_legacy(peer).await
         }
         Method::DELETE if has_session => {
             // rmcp answers 202; clients expect 200 or 204 for a terminated session.
