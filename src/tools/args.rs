@@ -21,30 +21,54 @@ fn type_matches(expected: &str, actual: &str) -> bool {
     expected == actual || (expected == "number" && actual == "integer")
 }
 
-/// Checks one property value against its schema: `type` (a name or a list) and, for numbers,
-/// `minimum`/`maximum`.
+/// The types a property schema allows, each with the (sub)schema that carries its constraints:
+/// `{"type": T}`, `{"type": [T, ...]}` or `{"anyOf": [{"type": T, ...}, ...]}` (the shape the
+/// tools' schemas are normalised to, see `schema.rs`).
+fn allowed_types(schema: &Value) -> Vec<(&str, &Value)> {
+    match schema.get("type") {
+        Some(Value::String(t)) => return vec![(t.as_str(), schema)],
+        Some(Value::Array(ts)) => {
+            return ts
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|t| (t, schema))
+                .collect();
+        }
+        _ => {}
+    }
+    schema
+        .get("anyOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(allowed_types)
+        .collect()
+}
+
+/// Checks one property value against its schema: the type and, for numbers,
+/// `minimum`/`maximum` of the branch that type matched.
 fn check_property(name: &str, value: &Value, schema: &Value) -> Result<(), String> {
-    let allowed: Vec<&str> = match schema.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => return Ok(()),
-    };
+    let allowed = allowed_types(schema);
+    if allowed.is_empty() {
+        return Ok(());
+    }
     let actual = type_of(value);
-    if !allowed.iter().any(|t| type_matches(t, actual)) {
+    let Some((_, branch)) = allowed.iter().find(|(t, _)| type_matches(t, actual)) else {
+        let names: Vec<&str> = allowed.iter().map(|(t, _)| *t).collect();
         return Err(format!(
             "invalid argument `{name}`: expected {}, got {actual} {value}",
-            allowed.join(" or ")
+            names.join(" or ")
         ));
-    }
+    };
     if let Some(n) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        if let Some(min) = branch.get("minimum").and_then(Value::as_f64)
             && n < min
         {
             return Err(format!(
                 "invalid argument `{name}`: must be at least {min}, got {value}"
             ));
         }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        if let Some(max) = branch.get("maximum").and_then(Value::as_f64)
             && n > max
         {
             return Err(format!(
@@ -87,7 +111,9 @@ mod tests {
             "required": ["uid", "days"],
             "properties": {
                 "uid": {"type": "string"},
-                "pod": {"type": ["string", "null"]},
+                "pod": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "cpu": {"type": ["integer", "null"], "maximum": 8},
+                "limit": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
                 "days": {"type": "integer", "minimum": 1, "maximum": 30},
             }
         })
@@ -126,6 +152,17 @@ mod tests {
         assert!(e.contains("`days`") && e.contains("at least 1"), "{e}");
         let e = check(&args(json!({"uid": "1", "days": 31})), &schema()).unwrap_err();
         assert!(e.contains("`days`") && e.contains("at most 30"), "{e}");
+        let e = check(&args(json!({"uid": "1", "days": 3, "cpu": 9})), &schema()).unwrap_err();
+        assert!(e.contains("`cpu`") && e.contains("at most 8"), "{e}");
+        let e = check(&args(json!({"uid": "1", "days": 3, "limit": 0})), &schema()).unwrap_err();
+        assert!(e.contains("`limit`") && e.contains("at least 1"), "{e}");
+        assert!(
+            check(
+                &args(json!({"uid": "1", "days": 3, "limit": null})),
+                &schema()
+            )
+            .is_ok()
+        );
         let e = check(&args(json!({"uid": "1", "days": 2.5})), &schema()).unwrap_err();
         assert!(
             e.contains("`days`") && e.contains("expected integer, got number"),

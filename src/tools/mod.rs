@@ -11,6 +11,7 @@ mod args;
 mod crash;
 mod diagnosis;
 pub mod envelope;
+mod schema;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
@@ -134,10 +135,12 @@ where
     F: Fn(Arc<Services>, P, CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O> + Send + 'static,
 {
-    let input = schema_for_input::<P>()
-        .unwrap_or_else(|e| panic!("input schema of {name} is invalid: {e}"));
+    let input = schema::normalise(
+        &schema_for_input::<P>()
+            .unwrap_or_else(|e| panic!("input schema of {name} is invalid: {e}")),
+    );
     let tool = Tool::new(name, description, input.clone())
-        .with_raw_output_schema(schema_for_output::<O>())
+        .with_raw_output_schema(schema::normalise(&schema_for_output::<O>()))
         .with_annotations(annotations(effect));
     let run: Runner = Box::new(move |services, args, ctx| {
         args::check(&args, &input)?;
