@@ -34,6 +34,9 @@ fn type_array_to_any_of(schema: &mut Schema) {
     let Some(obj) = schema.as_object_mut() else {
         return;
     };
+    if !obj.get("type").is_some_and(Value::is_array) {
+        return;
+    }
     let Some(Value::Array(types)) = obj.remove("type") else {
         return;
     };
@@ -124,6 +127,11 @@ mod tests {
         let mut found = Vec::new();
         for def in super::super::all_tools() {
             let name = def.tool.name.to_string();
+            assert_eq!(
+                def.tool.input_schema.get("type"),
+                Some(&"object".into()),
+                "{name}"
+            );
             defects(
                 &Value::Object((*def.tool.input_schema).clone()),
                 &format!("{name}.inputSchema"),
@@ -137,6 +145,28 @@ mod tests {
             );
         }
         assert!(found.is_empty(), "schema defects:\n{}", found.join("\n"));
+    }
+
+    #[test]
+    fn normalise_rewrites_only_what_clients_reject() {
+        let input = serde_json::json!({"type": "object", "required": ["a"], "properties": {
+            "a": {"type": "string", "description": "kept"},
+            "b": {"type": ["integer", "null"], "format": "int64", "minimum": 1, "default": null,
+                  "description": "optional"},
+            "c": true,
+            "d": {"type": "object", "additionalProperties": true},
+        }});
+        let out = normalise(input.as_object().unwrap());
+        assert_eq!(
+            Value::Object((*out).clone()),
+            serde_json::json!({"type": "object", "required": ["a"], "properties": {
+                "a": {"type": "string", "description": "kept"},
+                "b": {"anyOf": [{"type": "integer", "format": "int64", "minimum": 1}, {"type": "null"}],
+                      "default": null, "description": "optional"},
+                "c": {},
+                "d": {"type": "object", "additionalProperties": {}},
+            }})
+        );
     }
 
     #[test]
