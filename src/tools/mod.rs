@@ -261,11 +261,11 @@ impl ServerHandler for SysomServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let Some(def) = self.tools.iter().find(|t| t.tool.name == request.name) else {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "Unknown tool: {}",
-                request.name
-            ))])
-            .into());
+            // The spec's error for an unknown tool: a protocol error, not a tool result.
+            return Err(ErrorData::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                None,
+            ));
         };
         let started = Instant::now();
         let addr = client_addr(&context).or(self.client);

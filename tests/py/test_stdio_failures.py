@@ -48,14 +48,15 @@ async def test_invalid_arguments(mcp_client, mock, tool, args, field):
 
 
 async def test_unknown_tool(mcp_client):
+    """An unknown tool is the JSON-RPC error -32602 (Invalid params) the spec lists for it."""
     from mcp.shared import exceptions
     McpError = getattr(exceptions, "MCPError", None) or exceptions.McpError  # renamed in mcp 2.x
-    try:
-        res = await mcp_client.call("no_such_tool", {})
-    except McpError as e:  # a JSON-RPC error is also acceptable
-        assert "no_such_tool" in str(e)
-    else:
-        assert res["isError"] is True and "no_such_tool" in result_text(res)
+    with pytest.raises(McpError) as info:
+        await mcp_client.call("no_such_tool", {})
+    error = getattr(info.value, "error", None)
+    code = getattr(error, "code", None) if error is not None else getattr(info.value, "code", None)
+    assert code == -32602, info.value
+    assert "no_such_tool" in str(info.value)
 
 
 # ------------------------------------------------------------------ upstream HTTP errors
