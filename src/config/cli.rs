@@ -134,7 +134,8 @@ pub struct ServerArgs {
     #[arg(global = true, long, env = "SYSOM_MCP_METRICS_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_auth: Option<bool>,
 
-    /// Accepted Host header values, comma-separated (empty: any)
+    /// Accepted Host header values, comma-separated; `*` = any [default: localhost, IP
+    /// addresses, the configured host and the system hostname]
     #[arg(
         global = true,
         long,
@@ -142,7 +143,7 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
-    /// Accepted Origin header values, comma-separated (empty: any)
+    /// Accepted Origin header values besides same-origin ones, comma-separated; `*` = any
     #[arg(
         global = true,
         long,

@@ -212,23 +212,28 @@ async fn route(
         );
     };
     let authority = req.uri().authority().map(|a| a.as_str());
-    if !access::host_allowed(&config.access, req.headers(), authority) {
+    if !access::host_allowed(
+        &config.access,
+        &config.server.host,
+        req.headers(),
+        authority,
+    ) {
         return (
             Some(route),
             json_error(
                 StatusCode::FORBIDDEN,
                 "host_not_allowed",
-                "the Host header is not in the allowed hosts",
+                "the Host header is not a name this server accepts (see --allowed-hosts)",
             ),
         );
     }
-    if !access::origin_allowed(&config.access, req.headers()) {
+    if !access::origin_allowed(&config.access, req.headers(), authority) {
         return (
             Some(route),
             json_error(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
-                "the Origin header is not in the allowed origins",
+                "the Origin header is neither same-origin nor in the allowed origins",
             ),
         );
     }
