@@ -230,6 +230,19 @@ impl Provider {
         self.kind
     }
 
+    /// Which account the upstream answers for (the AccessKey ID, the role ARN, or the ECS role):
+    /// answers about "this account", such as whether SysOM is activated, are keyed by it.
+    pub fn account(&self) -> String {
+        match &self.source {
+            Source::Missing(_) => String::new(),
+            Source::Static(key) => key.id.clone(),
+            Source::AssumeRole { role_arn, .. } => role_arn.clone(),
+            Source::EcsRole { role, endpoint } => {
+                format!("ecs:{}@{endpoint}", role.as_deref().unwrap_or("*"))
+            }
+        }
+    }
+
     /// Whether credentials are configured at all (not whether they work).
     pub fn is_configured(&self) -> bool {
         !matches!(self.source, Source::Missing(_))
@@ -338,7 +351,7 @@ async fn assume_role(
         body: None,
     };
     let (status, text) = request
-        .send(http, endpoint, base)
+        .send(http, endpoint, base, STS_MAX_ANSWER_BYTES)
         .await
         .map_err(|e| CredentialError::Fetch(format!("STS AssumeRole: {e}")))?;
     let reply: Reply = serde_json::from_str(&text).map_err(|_| {
@@ -355,6 +368,9 @@ async fn assume_role(
         ))),
     }
 }
+
+/// An AssumeRole answer is well under a kilobyte; anything near this is not STS.
+const STS_MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 const ECS_CREDENTIALS_PATH: &str = "/latest/meta-data/ram/security-credentials/";
 

@@ -218,6 +218,22 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub read_timeout_ms: Option<u64>,
+    /// Total time one upstream request may take, body included, in milliseconds [default: 30000]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_REQUEST_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest upstream response body accepted, in bytes [default: 16777216]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_MAX_RESPONSE_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_response_bytes: Option<usize>,
     /// Retries of GET operations on throttling and 5xx [default: 2]
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_RETRIES")]
     pub max_retries: Option<u32>,

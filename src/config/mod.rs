@@ -102,6 +102,10 @@ pub struct TlsSettings {
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Deadline of one whole request (connect, headers and body): a peer that drip-feeds its
+    /// body never trips the read timeout.
+    pub request_timeout: Duration,
+    pub max_response_bytes: usize,
     pub max_retries: u32,
 }
 
@@ -368,10 +372,29 @@ pub fn resolve(
             file.upstream.read_timeout_ms,
             10_000,
         )),
+        request_timeout: Duration::from_millis(pick(
+            args.request_timeout_ms,
+            file.upstream.request_timeout_ms,
+            30_000,
+        )),
+        max_response_bytes: pick(
+            args.max_response_bytes,
+            file.upstream.max_response_bytes,
+            16 * 1024 * 1024,
+        ),
         max_retries: pick(args.max_retries, file.upstream.max_retries, 2),
     };
-    if upstream.connect_timeout.is_zero() || upstream.read_timeout.is_zero() {
+    if upstream.connect_timeout.is_zero()
+        || upstream.read_timeout.is_zero()
+        || upstream.request_timeout.is_zero()
+    {
         return Err(invalid("upstream", "timeouts must be greater than zero"));
+    }
+    if upstream.max_response_bytes < 1024 {
+        return Err(invalid(
+            "upstream.max_response_bytes",
+            "must be at least 1024",
+        ));
     }
     if upstream.max_retries > 10 {
         return Err(invalid("upstream.max_retries", "must be at most 10"));

@@ -1,7 +1,9 @@
 //! Activation tools: check whether SysOM is activated for the account (`role_exist`), and
 //! activate it — only after the user agreed, as the description tells the model.
-//! Positive checks are cached per uid for an hour, so the check costs one call per session
-//! without hiding a later deactivation forever.
+//! Positive checks are cached for an hour, so the check costs one call per session without
+//! hiding a later deactivation forever. The cache is keyed by what the upstream confirmed — the
+//! account behind the credentials at that endpoint — not by the client's `uid`, which is never
+//! sent upstream (keying by it let any client grow the cache without bound).
 
 use std::{
     collections::HashMap,
@@ -22,19 +24,43 @@ use crate::upstream::ops;
 
 const CACHE_TTL: Duration = Duration::from_secs(3600);
 
-/// uid → when activation was last confirmed.
+/// At most this many accounts are remembered. One server normally serves one account; the
+/// bound only matters when reloads keep changing credentials (STS rotation, role changes).
+const CACHE_MAX_ENTRIES: usize = 64;
+
+/// account (endpoint and credential identity) → when activation was last confirmed.
 #[derive(Default)]
 pub struct Cache(Mutex<HashMap<String, Instant>>);
 
 impl Cache {
-    fn is_fresh(&self, uid: &str) -> bool {
+    fn is_fresh(&self, account: &str) -> bool {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(uid).is_some_and(|t| t.elapsed() < CACHE_TTL)
+        map.get(account).is_some_and(|t| t.elapsed() < CACHE_TTL)
     }
-    fn confirm(&self, uid: &str) {
+    fn confirm(&self, account: &str) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(uid.to_string(), Instant::now());
+        map.retain(|_, t| t.elapsed() < CACHE_TTL);
+        if map.len() >= CACHE_MAX_ENTRIES && !map.contains_key(account) {
+            let oldest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        map.insert(account.to_string(), Instant::now());
     }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The cache key of the account the services' credentials speak for.
+fn account_key(s: &super::Services) -> String {
+    format!(
+        "{}|{}",
+        s.upstream.endpoint(),
+        s.upstream.credentials().account()
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -58,7 +84,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
              nothing.\" Call it only after a clear yes. Returns code Success when SysOM is activated.",
             ops::INITIAL_SYSOM.action,
             Effect::Idempotent,
-            |s, p, _ctx| async move {
+            |s, _uid, _ctx| async move {
                 let body = json!({"check_only": false, "source": "mcp"});
                 let o = fetch(&s.upstream, &ops::INITIAL_SYSOM, &[], Some(&body)).await;
                 if !o.ok() {
@@ -71,7 +97,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
                         data: Value::Null,
                     };
                 }
-                s.activation.confirm(&p.uid);
+                s.activation.confirm(&account_key(&s));
                 BasicResult {
                     code: o.code.clone(),
                     message: "SysOM is activated.".into(),
@@ -88,8 +114,8 @@ pub(super) fn tools() -> Vec<ToolDef> {
              never activates anything.",
             ops::INITIAL_SYSOM.action,
             Effect::ReadOnly,
-            |s, p, _ctx| async move {
-                if s.activation.is_fresh(&p.uid) {
+            |s, _uid, _ctx| async move {
+                if s.activation.is_fresh(&account_key(&s)) {
                     return BasicResult {
                         code: "Success".into(),
                         message: "SysOM is activated (cached answer).".into(),
@@ -106,7 +132,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
                     };
                 }
                 if role_exist(&o.body) == Some(true) {
-                    s.activation.confirm(&p.uid);
+                    s.activation.confirm(&account_key(&s));
                     BasicResult {
                         code: "Success".into(),
                         message: "SysOM is activated.".into(),
@@ -133,12 +159,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cache_confirms_per_uid() {
+    fn cache_confirms_per_account() {
         let c = Cache::default();
         assert!(!c.is_fresh("1"));
         c.confirm("1");
         assert!(c.is_fresh("1"));
         assert!(!c.is_fresh("2"));
+    }
+
+    #[test]
+    fn cache_is_bounded_and_evicts_the_oldest() {
+        let c = Cache::default();
+        for i in 0..CACHE_MAX_ENTRIES * 3 {
+            c.confirm(&i.to_string());
+        }
+        assert_eq!(c.len(), CACHE_MAX_ENTRIES);
+        assert!(!c.is_fresh("0"));
+        assert!(c.is_fresh(&(CACHE_MAX_ENTRIES * 3 - 1).to_string()));
     }
 
     #[test]

@@ -146,18 +146,21 @@ async fn run(
     let deadline = started + settings.timeout;
     let total = settings.timeout.as_secs_f64();
     let query = [("task_id".to_string(), task_id.clone())];
+    let timed_out = || {
+        outcome(
+            "TaskTimeout",
+            format!(
+                "The diagnosis did not finish within {} seconds; task_id: {task_id}. It may still \
+                 finish on the SysOM side.",
+                settings.timeout.as_secs()
+            ),
+            &task_id,
+        )
+    };
     loop {
         let delay = poll_delay(settings.poll_interval, started.elapsed());
         if Instant::now() + delay > deadline {
-            return outcome(
-                "TaskTimeout",
-                format!(
-                    "The diagnosis did not finish within {} seconds; task_id: {task_id}. It may still \
-                     finish on the SysOM side.",
-                    settings.timeout.as_secs()
-                ),
-                &task_id,
-            );
+            return timed_out();
         }
         tokio::select! {
             _ = ctx.cancel.cancelled() => {
@@ -169,6 +172,8 @@ async fn run(
             _ = ctx.cancel.cancelled() => {
                 return outcome("Cancelled", "The client cancelled the call; polling stopped.".into(), &task_id);
             }
+            // A poll that is still streaming in when the diagnosis time is up ends the call too.
+            _ = tokio::time::sleep_until(deadline) => return timed_out(),
             r = upstream.call(&ops::GET_DIAGNOSIS_RESULT, &query, None) => r,
         };
         let reply = match polled {

@@ -46,6 +46,16 @@ pub struct Services {
 }
 
 impl Services {
+    /// The longest any one tool call may take: the diagnosis time plus every attempt of one
+    /// upstream request and its backoff. Nothing a tool does should come near it; it is the
+    /// backstop for a stall none of the finer deadlines covers.
+    pub fn call_deadline(&self) -> std::time::Duration {
+        let upstream = self.upstream.settings();
+        self.diagnosis.timeout
+            + upstream.request_timeout * (upstream.max_retries + 1)
+            + std::time::Duration::from_secs(10)
+    }
+
     /// `activation` is passed in so a reload keeps what was already confirmed.
     pub fn new(
         upstream: upstream::Client,
@@ -278,12 +288,19 @@ impl ServerHandler for SysomServer {
         };
         let args = request.arguments.unwrap_or_default();
         let _running = metrics::ToolRunning::start();
-        let outcome = (def.run)(self.services.load_full(), args, ctx);
+        let services = self.services.load_full();
+        let deadline = services.call_deadline();
+        let outcome = (def.run)(services, args, ctx);
         let (result, upstream_request_id) = match outcome {
-            Ok(fut) => {
-                let (envelope, id) = upstream::with_request_id(fut).await;
-                (Ok(envelope), id)
-            }
+            Ok(fut) => match tokio::time::timeout(deadline, upstream::with_request_id(fut)).await {
+                Ok((envelope, id)) => (Ok(envelope), id),
+                Err(_) => (
+                    Err(format!(
+                        "the tool call did not finish within {deadline:?} and was abandoned"
+                    )),
+                    None,
+                ),
+            },
             Err(message) => (Err(message), None),
         };
         let millis = started.elapsed().as_millis() as u64;

@@ -1,6 +1,11 @@
 //! The SysOM OpenAPI client: one shared HTTPS connection pool (rustls, system CA store), signed
 //! requests, timeouts, and retries with jittered backoff for GET operations that were throttled
 //! or hit a 5xx. POSTs are never retried: InvokeDiagnosis twice would start two diagnoses.
+//!
+//! The upstream is not trusted with our memory or our time: every request has a total deadline
+//! (a body that drips in one byte at a time never trips a read timeout), bodies larger than
+//! `max_response_bytes` are refused while they stream in, and redirects are never followed (a
+//! redirect would carry the signed headers and the STS token to another origin).
 
 pub mod ops;
 
@@ -37,6 +42,14 @@ pub enum UpstreamError {
     },
     #[error("SysOM OpenAPI answered HTTP {status} with a body that is not valid JSON: {snippet}")]
     Malformed { status: u16, snippet: String },
+    #[error("SysOM OpenAPI request did not finish within {0:?} (total request deadline)")]
+    Deadline(Duration),
+    #[error(
+        "SysOM OpenAPI answered with a body larger than {limit} bytes (upstream.max_response_bytes); refused"
+    )]
+    TooLarge { limit: usize },
+    #[error("SysOM OpenAPI answered HTTP {status} (a redirect); redirects are never followed")]
+    Redirected { status: u16 },
 }
 
 impl UpstreamError {
@@ -48,6 +61,9 @@ impl UpstreamError {
             Self::Connect { .. } => "UpstreamUnreachable",
             Self::Api { code, .. } => code,
             Self::Malformed { .. } => "MalformedResponse",
+            Self::Deadline(_) => "UpstreamTimeout",
+            Self::TooLarge { .. } => "ResponseTooLarge",
+            Self::Redirected { .. } => "UpstreamRedirect",
         }
     }
 
@@ -61,7 +77,7 @@ impl UpstreamError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Api { status, code, .. } => *status >= 500 || code.starts_with("Throttling"),
-            Self::Timeout(_) | Self::Connect { .. } => true,
+            Self::Timeout(_) | Self::Connect { .. } | Self::Deadline(_) => true,
             _ => false,
         }
     }
@@ -87,6 +103,31 @@ pub fn request_id_of(v: &Value) -> Option<String> {
     field(v, &["RequestId", "requestId", "request_id"]).map(str::to_string)
 }
 
+/// Why [`SignedRequest::send`] got no complete answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Reads a response body, refusing it as soon as it is known to exceed `limit` bytes (from the
+/// Content-Length, or while it streams in), so a huge answer never sits in memory whole.
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<String, SendError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(SendError::TooLarge(limit));
+    }
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            return Err(SendError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// One signed request. Also used for STS AssumeRole, which speaks the same signature.
 pub struct SignedRequest<'a> {
     pub action: &'a str,
@@ -107,13 +148,14 @@ fn host_header(url: &Url) -> String {
 }
 
 impl SignedRequest<'_> {
-    /// Signs and sends the request; returns the status and body text.
+    /// Signs and sends the request; returns the status and body text (at most `limit` bytes).
     pub async fn send(
         &self,
         http: &reqwest::Client,
         endpoint: &Url,
         key: &AccessKey,
-    ) -> Result<(StatusCode, String), reqwest::Error> {
+        limit: usize,
+    ) -> Result<(StatusCode, String), SendError> {
         let body = self.body.map(|b| b.to_string()).unwrap_or_default();
         let hashed = signing::sha256_hex(body.as_bytes());
         let mut headers = vec![
@@ -170,7 +212,7 @@ impl SignedRequest<'_> {
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let text = resp.text().await?;
+        let text = read_limited(resp, limit).await?;
         Ok((status, text))
     }
 }
@@ -207,11 +249,15 @@ pub struct Client {
     settings: UpstreamSettings,
 }
 
-/// Builds the one HTTP client of the process: rustls with the system's CA store, pooled.
+/// Builds the one HTTP client of the process: rustls with the system's CA store, pooled. It
+/// never follows redirects, and no request (STS and ECS metadata ones included) outlives
+/// `request_timeout`.
 pub fn build_http(settings: &UpstreamSettings) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
+        .timeout(settings.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("sysom-mcp/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -239,6 +285,10 @@ impl Client {
 
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
     }
 
     /// Calls `op` and returns its JSON body. HTTP errors become [`UpstreamError::Api`] with the
@@ -289,10 +339,28 @@ impl Client {
             query,
             body,
         };
-        let (status, text) = request
-            .send(&self.http, &self.endpoint, &key)
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(
+            self.settings.request_timeout,
+            request.send(
+                &self.http,
+                &self.endpoint,
+                &key,
+                self.settings.max_response_bytes,
+            ),
+        )
+        .await;
+        let (status, text) = match sent {
+            Err(_elapsed) => return Err(UpstreamError::Deadline(self.settings.request_timeout)),
+            Ok(Err(SendError::TooLarge(limit))) => return Err(UpstreamError::TooLarge { limit }),
+            Ok(Err(SendError::Http(e))) => return Err(self.transport_error(e, started.elapsed())),
+            Ok(Ok(answer)) => answer,
+        };
+        if status.is_redirection() {
+            return Err(UpstreamError::Redirected {
+                status: status.as_u16(),
+            });
+        }
         let result = interpret(status, &text);
         note_request_id(match &result {
             Ok(body) => request_id_of(body),
@@ -301,8 +369,10 @@ impl Client {
         result
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> UpstreamError {
-        if e.is_timeout() {
+    fn transport_error(&self, e: reqwest::Error, elapsed: Duration) -> UpstreamError {
+        if e.is_timeout() && elapsed >= self.settings.request_timeout {
+            UpstreamError::Deadline(self.settings.request_timeout)
+        } else if e.is_timeout() {
             UpstreamError::Timeout(self.settings.read_timeout)
         } else {
             // The innermost cause says the useful part ("connection refused", DNS, TLS).
@@ -313,11 +383,31 @@ impl Client {
                 source = s.source();
             }
             UpstreamError::Connect {
-                endpoint: self.endpoint.to_string(),
-                message,
+                endpoint: redacted_url(&self.endpoint),
+                message: redact_password(&message, &self.endpoint),
             }
         }
     }
+}
+
+/// `url` without its password: error results go to MCP clients, and an endpoint URL may carry
+/// credentials for a proxy in front of the OpenAPI.
+pub fn redacted_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("REDACTED"));
+    }
+    shown.to_string()
+}
+
+/// `text` with every occurrence of `url`'s password (raw or percent-encoded) replaced.
+fn redact_password(text: &str, url: &Url) -> String {
+    let Some(encoded) = url.password().filter(|p| !p.is_empty()) else {
+        return text.to_string();
+    };
+    let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+    text.replace(encoded, "REDACTED")
+        .replace(decoded.as_ref(), "REDACTED")
 }
 
 /// Turns a status and body into a JSON value or an error carrying the gateway's fields.

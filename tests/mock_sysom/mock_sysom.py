@@ -184,7 +184,10 @@ DEFAULT_DATA = {
 
 DEFAULT_SCENARIO = {
     "latency_ms": 0,            # added to every OpenAPI/STS/metadata response
-    "faults": {},               # action -> list of {status, code, message, request_id, malformed, delay_ms, times}
+    # action -> list of {status, code, message, request_id, malformed, delay_ms, times,
+    #                    redirect (Location URL; status 307 unless given), drip_ms (one body byte per
+    #                    drip_ms), huge_bytes (a valid JSON success body of about this size)}
+    "faults": {},
     "responses": {},            # action -> dict merged over the default success body
     "diagnosis": {
         "polls_before_done": 1,  # GetDiagnosisResult answers Running this many times first
@@ -669,6 +672,12 @@ class Handler(BaseHTTPRequestHandler):
         if fault.get("delay_ms"):
             time.sleep(fault["delay_ms"] / 1000)
         record["fault"] = fault
+        if fault.get("redirect"):
+            return self._send_redirect(record, int(fault.get("status", 307)), fault["redirect"])
+        if fault.get("drip_ms"):
+            return self._send_drip(record, fault["drip_ms"] / 1000)
+        if fault.get("huge_bytes"):
+            return self._send_huge(record, int(fault["huge_bytes"]))
         if fault.get("malformed"):
             self._send(record, fault.get("status", 200), b"<html><body>502 Bad Gateway (not JSON)",
                        content_type=fault.get("content_type", "application/json"), error_code="Malformed")
@@ -679,6 +688,64 @@ class Handler(BaseHTTPRequestHandler):
             self._send_error(record, err, fault.get("request_id"))
             return True
         return False  # a pure delay: answer normally
+
+    # -- misbehaving answers (hostile-upstream tests) --
+    def _log(self, record, status: int, error_code: str) -> None:
+        record["status"], record["error_code"] = status, error_code
+        with self.state.lock:
+            record["seq"] = len(self.state.requests)
+            self.state.requests.append(record)
+
+    def _send_redirect(self, record, status: int, location: str) -> bool:
+        self._log(record, status, "Redirect")
+        try:
+            self.send_response(status)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return True
+
+    def _send_drip(self, record, interval: float) -> bool:
+        """A valid success body, one byte every `interval` seconds: never finishes in practice."""
+        body = json.dumps({"RequestId": new_request_id(), "code": "Success", "data": "x" * 4096}).encode()
+        self._log(record, 200, "Drip")
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+        return True
+
+    def _send_huge(self, record, size: int) -> bool:
+        """A valid JSON success body of about `size` bytes, streamed in 64 KiB chunks."""
+        head = json.dumps({"RequestId": new_request_id(), "code": "Success"})[:-1].encode() + b', "data": "'
+        tail = b'"}'
+        filler = max(0, size - len(head) - len(tail))
+        self._log(record, 200, "Huge")
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(head) + filler + len(tail)))
+            self.end_headers()
+            self.wfile.write(head)
+            chunk = b"x" * 65536
+            while filler > 0:
+                n = min(filler, len(chunk))
+                self.wfile.write(chunk[:n])
+                filler -= n
+            self.wfile.write(tail)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return True
 
     # -- the SysOM OpenAPI --
     def _openapi(self, record, body: bytes):
