@@ -95,6 +95,8 @@ pub struct ToolDef {
     tool: Tool,
     action: &'static str,
     run: Runner,
+    /// A non-Success `code` makes the result `isError: true` (diagnoses: the call failed).
+    failure_is_error: bool,
 }
 
 /// How a tool behaves, for the MCP annotations.
@@ -145,6 +147,26 @@ where
     F: Fn(Arc<Services>, P, CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O> + Send + 'static,
 {
+    checked_tool(name, description, action, effect, |_| Ok(()), f)
+}
+
+/// [`tool`] with an extra argument check (limits no JSON Schema keyword expresses, such as a
+/// bound on a number written as a string), run after the schema check.
+pub fn checked_tool<P, O, C, F, Fut>(
+    name: &'static str,
+    description: &'static str,
+    action: &'static str,
+    effect: Effect,
+    check: C,
+    f: F,
+) -> ToolDef
+where
+    P: DeserializeOwned + JsonSchema + 'static,
+    O: Serialize + JsonSchema + 'static,
+    C: Fn(&JsonObject) -> Result<(), String> + Send + Sync + 'static,
+    F: Fn(Arc<Services>, P, CallCtx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+{
     let input = schema::normalise(
         &schema_for_input::<P>()
             .unwrap_or_else(|e| panic!("input schema of {name} is invalid: {e}")),
@@ -154,13 +176,19 @@ where
         .with_annotations(annotations(effect));
     let run: Runner = Box::new(move |services, args, ctx| {
         args::check(&args, &input)?;
+        check(&args)?;
         let params = parse_args::<P>(args)?;
         let fut = f(services, params, ctx);
         Ok(Box::pin(async move {
             serde_json::to_value(fut.await).expect("envelopes always serialise")
         }))
     });
-    ToolDef { tool, action, run }
+    ToolDef {
+        tool,
+        action,
+        run,
+        failure_is_error: false,
+    }
 }
 
 /// All 21 tools, in the original server's order.
@@ -315,6 +343,7 @@ impl ServerHandler for SysomServer {
                 } else {
                     code
                 };
+                let failed = def.failure_is_error && code != envelope::SUCCESS;
                 metrics::record_tool_call(def.name(), code, started.elapsed());
                 tracing::info!(
                     sysom_tool = %def.tool.name,
@@ -326,7 +355,12 @@ impl ServerHandler for SysomServer {
                     sysom_result_code = code,
                     "tool call {} finished: {}", def.tool.name, code
                 );
-                Ok(CallToolResult::structured(envelope).into())
+                // Same envelope either way; a failed diagnosis is also a failed call.
+                if failed {
+                    Ok(CallToolResult::structured_error(envelope).into())
+                } else {
+                    Ok(CallToolResult::structured(envelope).into())
+                }
             }
             Err(message) => {
                 metrics::record_tool_call(def.name(), "InvalidArguments", started.elapsed());

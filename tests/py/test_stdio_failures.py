@@ -17,9 +17,12 @@ pytestmark = pytest.mark.anyio
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
 
 
-def business_error(res: dict) -> dict:
-    """A failure reported in the envelope (isError false, code != Success) as the original does."""
-    assert res["isError"] is False, result_text(res)
+def business_error(res: dict, *, diagnosis: bool = False) -> dict:
+    """A failure reported in the envelope (code != Success) as the original does; a failed
+    diagnosis is also marked isError true (issue 11), with the same envelope in
+    structuredContent and the text, so clients treat it as a failed call."""
+    assert res["isError"] is diagnosis, result_text(res)
+    assert "structuredContent" in res, res
     out = payload(res)
     assert out["code"] != "Success", out
     assert isinstance(out.get("message"), str) and out["message"], out
@@ -82,7 +85,7 @@ async def test_forbidden_on_query_tool(mcp_client, mock):
 
 async def test_forbidden_on_diagnosis(mcp_client, mock):
     mock.scenario(faults={"InvokeDiagnosis": [FORBIDDEN]})
-    out = business_error(await mcp_client.call("memgraph", DIAG_ARGS))
+    out = business_error(await mcp_client.call("memgraph", DIAG_ARGS), diagnosis=True)
     assert out["code"] == "TaskCreateFailed"
     assert_permission_message(out["message"])
     assert mock.requests(action="GetDiagnosisResult") == []
@@ -113,7 +116,7 @@ async def test_get_retries_are_bounded(mcp_client, mock):
 
 async def test_post_invoke_diagnosis_not_retried(mcp_client, mock):
     mock.scenario(faults={"InvokeDiagnosis": [{"status": 500, "code": "InternalError", "message": "boom"}]})
-    out = business_error(await mcp_client.call("memgraph", DIAG_ARGS))
+    out = business_error(await mcp_client.call("memgraph", DIAG_ARGS), diagnosis=True)
     assert out["code"] == "TaskCreateFailed"
     assert "InternalError" in out["message"]
     assert len(mock.requests(action="InvokeDiagnosis")) == 1, "a non-idempotent POST must not be retried"
@@ -125,7 +128,7 @@ async def test_post_invoke_diagnosis_not_retried(mcp_client, mock):
 
 async def test_diagnosis_fail(mcp_client, mock):
     mock.scenario(diagnosis={"polls_before_done": 1, "final": "Fail", "err_msg": "sysak agent is not installed"})
-    out = business_error(await mcp_client.call("oomcheck", DIAG_ARGS))
+    out = business_error(await mcp_client.call("oomcheck", DIAG_ARGS), diagnosis=True)
     assert out["code"] == "TaskExecuteFailed"
     assert "sysak agent is not installed" in out["message"]
     assert out["task_id"] == mock.requests(action="GetDiagnosisResult")[0]["query"]["task_id"]
@@ -136,7 +139,7 @@ async def test_diagnosis_timeout(mock, env, config_file):
     env = dict(env, SYSOM_MCP_DIAGNOSIS_TIMEOUT="2")
     async with harness.open_session(env, config=config_file) as client:
         t0 = time.monotonic()
-        out = business_error(await client.call("loadtask", DIAG_ARGS))
+        out = business_error(await client.call("loadtask", DIAG_ARGS), diagnosis=True)
         elapsed = time.monotonic() - t0
     assert out["code"] == "TaskTimeout"
     task_id = mock.requests(action="GetDiagnosisResult")[0]["query"]["task_id"]
@@ -148,7 +151,7 @@ async def test_diagnosis_timeout(mock, env, config_file):
 async def test_diagnosis_result_not_json(mcp_client, mock):
     raw = "Traceback: this is {not json"
     mock.scenario(diagnosis={"polls_before_done": 0, "result": raw})
-    out = business_error(await mcp_client.call("vmcore", DIAG_ARGS))
+    out = business_error(await mcp_client.call("vmcore", DIAG_ARGS), diagnosis=True)
     assert out["code"] == "ResultParseFailed"
     assert out["result"] == {"raw": raw}
 
@@ -156,7 +159,7 @@ async def test_diagnosis_result_not_json(mcp_client, mock):
 async def test_diagnosis_poll_error_is_get_result_failed(mcp_client, mock):
     # A non-retryable error while polling ends the diagnosis with GetResultFailed.
     mock.scenario(faults={"GetDiagnosisResult": [FORBIDDEN]})
-    out = business_error(await mcp_client.call("delay", DIAG_ARGS))
+    out = business_error(await mcp_client.call("delay", DIAG_ARGS), diagnosis=True)
     assert out["code"] == "GetResultFailed"
     assert_permission_message(out["message"])
 
