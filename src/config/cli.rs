@@ -253,6 +253,15 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub poll_interval_ms: Option<u64>,
+    /// Key of the "mcp" marker written into every InvokeDiagnosis params object
+    /// [default: __sysom_diagnosis_source]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_DIAGNOSIS_SOURCE_MARKER",
+        value_name = "KEY"
+    )]
+    pub diagnosis_source_marker: Option<String>,
 
     /// Log destination: auto (journald when stderr is the journal), stderr or journald [default: auto]
     #[arg(

@@ -90,6 +90,7 @@ pub struct UpstreamSection {
 pub struct DiagnosisSection {
     pub timeout_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
+    pub source_marker: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -113,7 +113,12 @@ pub struct UpstreamSettings {
 pub struct DiagnosisSettings {
     pub timeout: Duration,
     pub poll_interval: Duration,
+    /// The key of the `"mcp"` marker in InvokeDiagnosis `params` (SysOM strips older keys).
+    pub source_marker: String,
 }
+
+/// The marker key the SysOM backend and its own CLI expect (sysom-openapi.md, section 5).
+pub const DEFAULT_SOURCE_MARKER: &str = "__sysom_diagnosis_source";
 
 /// How AccessKeys are obtained; the secrets themselves are read by `credentials`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +416,15 @@ pub fn resolve(
             file.diagnosis.poll_interval_ms,
             1000,
         )),
+        source_marker: pick(
+            args.diagnosis_source_marker.clone(),
+            file.diagnosis.source_marker,
+            DEFAULT_SOURCE_MARKER.into(),
+        ),
     };
+    if diagnosis.source_marker.trim().is_empty() {
+        return Err(invalid("diagnosis.source_marker", "must not be empty"));
+    }
     if diagnosis.timeout.is_zero() {
         return Err(invalid("diagnosis.timeout_secs", "must be at least 1"));
     }

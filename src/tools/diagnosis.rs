@@ -10,9 +10,8 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::{
-    CallCtx, Effect, Services, ToolDef,
+    CallCtx, Effect, Services, ToolDef, checked_tool,
     envelope::{self, DiagnosisResult},
-    tool,
 };
 use crate::upstream::{ops, snippet};
 
@@ -28,7 +27,16 @@ pub(crate) use activation_note;
 
 macro_rules! node_mode {
     () => {
-        "Node mode only: channel=\"ecs\" and instance = the ECS instance ID. "
+        "Node mode only: channel=\"ecs\" (or \"eflo\" for eFlo compute nodes) and instance = the \
+         instance ID. "
+    };
+}
+
+/// The history-mode sentence of delay, packetdrop and netjitter.
+macro_rules! history_mode {
+    () => {
+        " History mode: is_history=true with anomaly_start/anomaly_end analyses a past anomaly window \
+         instead of observing now."
     };
 }
 
@@ -39,6 +47,11 @@ struct Spec {
     defaults: &'static [(&'static str, &'static str)],
     /// Fields whose wire name differs from the tool parameter name.
     renames: &'static [(&'static str, &'static str)],
+    /// Seconds-valued fields (numbers written as strings) and the most SysOM accepts for them;
+    /// over it SysOM silently clamps or resets the value, so it is an argument error here.
+    limits: &'static [(&'static str, u32)],
+    /// Boolean parameters this service takes as 0/1.
+    int_flags: &'static [&'static str],
 }
 
 impl Spec {
@@ -48,13 +61,51 @@ impl Spec {
             service,
             defaults: NONE,
             renames: NONE,
+            limits: &[],
+            int_flags: &[],
         }
     }
 }
 
+/// The channels SysOM diagnoses through: ECS nodes, pods in a cluster, eFlo compute nodes.
+const CHANNELS: &[&str] = &["ecs", "auto", "eflo"];
+
+/// The checks the input schema cannot express: the channel and the service's limits.
+fn check_args(spec: &Spec, args: &Map<String, Value>) -> Result<(), String> {
+    if let Some(channel) = args.get("channel").and_then(Value::as_str)
+        && !CHANNELS.contains(&channel)
+    {
+        return Err(format!(
+            "invalid argument `channel`: must be \"ecs\", \"auto\" or \"eflo\", got {channel:?}"
+        ));
+    }
+    for (field, max) in spec.limits {
+        let Some(raw) = args.get(*field).and_then(Value::as_str) else {
+            continue;
+        };
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue; // the default applies
+        }
+        let over = |why: &str| {
+            format!(
+                "invalid argument `{field}`: {} accepts at most {max} seconds (SysOM limit), {why}",
+                spec.service
+            )
+        };
+        match raw.parse::<f64>() {
+            Ok(n) if n <= f64::from(*max) => {}
+            Ok(_) => return Err(over(&format!("got {raw}"))),
+            Err(_) => return Err(over(&format!("and it must be a number, got {raw:?}"))),
+        }
+    }
+    Ok(())
+}
+
 /// Builds the InvokeDiagnosis `params` object from the tool arguments (as serialised by the
-/// parameter struct): region, `_hide`, the tool fields without nulls, defaults, then `source`.
-fn diagnosis_params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value> {
+/// parameter struct): region, `_hide`, the tool fields without nulls, defaults, then the
+/// `marker` key set to "mcp" (SysOM's gateway strips the older `source` key).
+fn diagnosis_params(spec: &Spec, args: &Map<String, Value>, marker: &str) -> Map<String, Value> {
     let mut params = Map::new();
     params.insert(
         "region".into(),
@@ -70,7 +121,11 @@ fn diagnosis_params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value
             .iter()
             .find(|(from, _)| from == key)
             .map_or(key.as_str(), |(_, to)| to);
-        params.insert(wire.to_string(), value.clone());
+        let value = match value {
+            Value::Bool(b) if spec.int_flags.contains(&key.as_str()) => Value::from(u8::from(*b)),
+            other => other.clone(),
+        };
+        params.insert(wire.to_string(), value);
     }
     for (key, default) in spec.defaults {
         let missing = params
@@ -80,7 +135,7 @@ fn diagnosis_params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value
             params.insert((*key).to_string(), (*default).into());
         }
     }
-    params.insert("source".into(), "mcp".into());
+    params.insert(marker.to_string(), "mcp".into());
     params
 }
 
@@ -112,7 +167,8 @@ async fn run(
     ctx: CallCtx,
 ) -> DiagnosisResult {
     let channel = args.get("channel").cloned().unwrap_or(Value::Null);
-    let params = Value::Object(diagnosis_params(spec, &args)).to_string();
+    let marker = &services.diagnosis.source_marker;
+    let params = Value::Object(diagnosis_params(spec, &args, marker)).to_string();
     let body = json!({"channel": channel, "params": params, "service_name": spec.service});
     let upstream = &services.upstream;
 
@@ -251,11 +307,12 @@ fn diagnosis_tool<P>(name: &'static str, description: &'static str, spec: &'stat
 where
     P: Serialize + for<'de> Deserialize<'de> + JsonSchema + Send + 'static,
 {
-    tool::<P, DiagnosisResult, _, _>(
+    let mut def = checked_tool::<P, DiagnosisResult, _, _, _>(
         name,
         description,
         "InvokeDiagnosis",
         Effect::ReadOnly,
+        move |args| check_args(spec, args),
         move |services, params, ctx| {
             let args = match serde_json::to_value(&params) {
                 Ok(Value::Object(m)) => m,
@@ -263,7 +320,9 @@ where
             };
             run(services, spec, args, ctx)
         },
-    )
+    );
+    def.failure_is_error = true;
+    def
 }
 
 // ---- parameter structs ------------------------------------------------------------------
@@ -277,7 +336,7 @@ struct Routing {
     /// Region of the instance, e.g. cn-hangzhou
     region: String,
     /// Diagnosis channel: "ecs" for a node (an ECS instance); "auto" for a pod in a cluster
-    /// (memgraph, javamem and oomcheck only)
+    /// (memgraph, javamem and oomcheck only); "eflo" for an eFlo compute node
     channel: String,
 }
 
@@ -309,6 +368,23 @@ struct MemgraphParams {
     pod: Option<String>,
     #[serde(flatten)]
     cluster: PodTarget,
+    /// Also profile memory allocations (default false)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profiling_on: Option<bool>,
+}
+
+/// History mode of delay, packetdrop and netjitter: analyse a past anomaly window.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct History {
+    /// true: analyse the recorded anomaly window below instead of observing now (default false)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    is_history: Option<bool>,
+    /// Start of the anomaly window (history mode), e.g. a Unix timestamp
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anomaly_start: Option<String>,
+    /// End of the anomaly window (history mode), e.g. a Unix timestamp
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anomaly_end: Option<String>,
 }
 
 fn zero() -> Option<String> {
@@ -360,7 +436,7 @@ struct IofsstatParams {
     routing: Routing,
     /// ECS instance ID
     instance: String,
-    /// Seconds to collect, default 15
+    /// Seconds to collect, default 15, at most 30
     #[serde(default)]
     timeout: Option<String>,
     /// Disk to watch, e.g. sda (default: all disks)
@@ -375,7 +451,7 @@ struct IodiagnoseParams {
     routing: Routing,
     /// ECS instance ID
     instance: String,
-    /// Seconds to diagnose, default 30; less than 30 is not recommended
+    /// Seconds to diagnose, default 30, at most 300; less than 30 is not recommended
     #[serde(default)]
     timeout: Option<String>,
 }
@@ -396,12 +472,25 @@ struct JitterParams {
     routing: Routing,
     /// ECS instance ID
     instance: String,
-    /// Seconds to observe (server default 20)
+    /// Seconds to observe (server default 20, at most 60)
     #[serde(default)]
     duration: Option<String>,
     /// Jitter threshold in milliseconds (server default: 10 for netjitter, 20 for delay)
     #[serde(default)]
     threshold: Option<String>,
+    #[serde(flatten)]
+    history: History,
+}
+
+/// packetdrop: the instance, optionally in history mode.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct PacketdropParams {
+    #[serde(flatten)]
+    routing: Routing,
+    /// ECS instance ID
+    instance: String,
+    #[serde(flatten)]
+    history: History,
 }
 
 // ---- the table --------------------------------------------------------------------------
@@ -413,21 +502,36 @@ static JAVAMEM: Spec = Spec {
     service: "javamem",
     defaults: &[("duration", "0")],
     renames: &[("pid", "Pid")],
+    limits: &[],
+    int_flags: &[],
 };
 static OOMCHECK: Spec = Spec::plain("oomcheck");
+// The limits and flag encodings are those the SysOM team documents (sysom-openapi.md, section 5).
 static IOFSSTAT: Spec = Spec {
     service: "iofsstat",
     defaults: &[("timeout", "15")],
     renames: NONE,
+    limits: &[("timeout", 30)],
+    int_flags: &[],
 };
 static IODIAGNOSE: Spec = Spec {
     service: "iodiagnose",
     defaults: &[("timeout", "30")],
     renames: NONE,
+    limits: &[("timeout", 300)],
+    int_flags: &[],
 };
 static PACKETDROP: Spec = Spec::plain("packetdrop");
-static NETJITTER: Spec = Spec::plain("netjitter");
-static DELAY: Spec = Spec::plain("delay");
+static NETJITTER: Spec = Spec {
+    limits: &[("duration", 60)],
+    ..Spec::plain("netjitter")
+};
+static DELAY: Spec = Spec {
+    limits: &[("duration", 60)],
+    // delay documents is_history as 0/1; packetdrop and netjitter take a boolean.
+    int_flags: &["is_history"],
+    ..Spec::plain("delay")
+};
 static LOADTASK: Spec = Spec::plain("loadtask");
 static VMCORE: Spec = Spec::plain("vmcore");
 static DISKANALYSIS: Spec = Spec::plain("diskanalysis");
@@ -441,8 +545,9 @@ pub(super) fn tools() -> Vec<ToolDef> {
                 "Memory panorama: use when memory usage is high and the cause is unclear. Scans system memory, \
              separates kernel from application memory, and lists the top 30 applications by memory, file \
              cache and shared-memory cache. Node mode: channel=\"ecs\", instance (optionally pod). Pod mode: \
-             channel=\"auto\" with clusterType, clusterId, namespace and pod. Takes tens of seconds; \
-             returns code, message, task_id and the parsed report in result."
+             channel=\"auto\" with clusterType, clusterId, namespace and pod. profiling_on=true also \
+             profiles allocations. Takes tens of seconds; returns code, message, task_id and the parsed \
+             report in result."
             ),
             &MEMGRAPH,
         ),
@@ -476,7 +581,8 @@ pub(super) fn tools() -> Vec<ToolDef> {
                 activation_note!(),
                 node_mode!(),
                 "IO traffic attribution: IO throughput per disk/partition and per process, for sudden IO bursts. \
-             timeout = seconds to collect (default \"15\"); disk = e.g. \"sda\" (default: all disks)."
+             timeout = seconds to collect (default \"15\", at most 30); disk = e.g. \"sda\" (default: all \
+             disks)."
             ),
             &IOFSSTAT,
         ),
@@ -487,17 +593,18 @@ pub(super) fn tools() -> Vec<ToolDef> {
                 node_mode!(),
                 "One-click IO diagnosis: high IO latency (OS side or storage backend), abnormal IO traffic \
              (which process), high iowait (root cause along the IO path). timeout = seconds to diagnose \
-             (default \"30\"; below 30 is not recommended)."
+             (default \"30\", at most 300; below 30 is not recommended)."
             ),
             &IODIAGNOSE,
         ),
-        diagnosis_tool::<InstanceParams>(
+        diagnosis_tool::<PacketdropParams>(
             "packetdrop",
             concat!(
                 activation_note!(),
                 node_mode!(),
                 "Packet-drop diagnosis inside the kernel network stack: finds drops caused by misconfiguration, \
-             iptables rules or drivers."
+             iptables rules or drivers.",
+                history_mode!()
             ),
             &PACKETDROP,
         ),
@@ -508,7 +615,8 @@ pub(super) fn tools() -> Vec<ToolDef> {
                 node_mode!(),
                 "Network jitter diagnosis: slow application receive, slow softirq processing, slow qdisc. \
              duration = seconds to observe (default 20); threshold = jitter threshold in ms (default 10). \
-             Both are only sent when given."
+             Both are only sent when given; duration is at most 60.",
+                history_mode!()
             ),
             &NETJITTER,
         ),
@@ -519,7 +627,8 @@ pub(super) fn tools() -> Vec<ToolDef> {
                 node_mode!(),
                 "Scheduling jitter diagnosis: finds CPUs that did not switch tasks for a long time, starving user \
              processes (for example during memory reclaim). duration = seconds to observe (default 20); \
-             threshold = ms (default 20)."
+             threshold = ms (default 20); duration is at most 60.",
+                history_mode!()
             ),
             &DELAY,
         ),
@@ -562,9 +671,56 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    fn params(spec: &Spec, args: &Map<String, Value>) -> Map<String, Value> {
+        diagnosis_params(spec, args, crate::config::DEFAULT_SOURCE_MARKER)
+    }
+
+    #[test]
+    fn the_marker_key_is_configurable() {
+        let p = diagnosis_params(
+            &LOADTASK,
+            &args(json!({"region": "r", "instance": "i"})),
+            "source",
+        );
+        assert_eq!(p["source"], "mcp");
+        assert!(!p.contains_key("__sysom_diagnosis_source"));
+    }
+
+    #[test]
+    fn limits_name_the_argument_and_the_limit() {
+        let check = |spec: &Spec, v: Value| check_args(spec, &args(v));
+        assert!(check(&IOFSSTAT, json!({"channel": "ecs", "timeout": "30"})).is_ok());
+        assert!(check(&IOFSSTAT, json!({"channel": "eflo", "timeout": ""})).is_ok());
+        let e = check(&IOFSSTAT, json!({"channel": "ecs", "timeout": "31"})).unwrap_err();
+        assert!(e.contains("`timeout`") && e.contains("at most 30"), "{e}");
+        let e = check(&IODIAGNOSE, json!({"timeout": "301"})).unwrap_err();
+        assert!(e.contains("at most 300"), "{e}");
+        assert!(check(&IODIAGNOSE, json!({"timeout": "300"})).is_ok());
+        for spec in [&DELAY, &NETJITTER] {
+            let e = check(spec, json!({"duration": "61"})).unwrap_err();
+            assert!(e.contains("`duration`") && e.contains("at most 60"), "{e}");
+            assert!(check(spec, json!({"duration": "60"})).is_ok());
+        }
+        let e = check(&IOFSSTAT, json!({"timeout": "soon"})).unwrap_err();
+        assert!(e.contains("must be a number"), "{e}");
+        // Services without limits take any value, as before.
+        assert!(check(&JAVAMEM, json!({"duration": "600"})).is_ok());
+        let e = check(&LOADTASK, json!({"channel": "vm"})).unwrap_err();
+        assert!(e.contains("`channel`") && e.contains("eflo"), "{e}");
+    }
+
+    #[test]
+    fn history_mode_is_sent_in_each_services_encoding() {
+        let a =
+            args(json!({"region": "r", "instance": "i", "is_history": true, "anomaly_start": "1"}));
+        assert_eq!(params(&DELAY, &a)["is_history"], 1);
+        assert_eq!(params(&PACKETDROP, &a)["is_history"], true);
+        assert_eq!(params(&NETJITTER, &a)["anomaly_start"], "1");
+    }
+
     #[test]
     fn params_drop_nulls_and_routing_fields() {
-        let p = diagnosis_params(
+        let p = params(
             &MEMGRAPH,
             &args(
                 json!({"uid": "1", "region": "cn-hangzhou", "channel": "ecs", "instance": "i-1", "pod": null}),
@@ -572,13 +728,13 @@ mod tests {
         );
         assert_eq!(
             Value::Object(p).to_string(),
-            r#"{"region":"cn-hangzhou","_hide":"0","instance":"i-1","source":"mcp"}"#
+            r#"{"region":"cn-hangzhou","_hide":"0","instance":"i-1","__sysom_diagnosis_source":"mcp"}"#
         );
     }
 
     #[test]
     fn javamem_renames_pid_and_defaults_duration() {
-        let p = diagnosis_params(
+        let p = params(
             &JAVAMEM,
             &args(
                 json!({"uid": "1", "region": "r", "channel": "ecs", "instance": "i", "pid": "42", "duration": ""}),
@@ -591,9 +747,9 @@ mod tests {
 
     #[test]
     fn io_defaults_apply_only_when_missing() {
-        let p = diagnosis_params(&IOFSSTAT, &args(json!({"region": "r", "instance": "i"})));
+        let p = params(&IOFSSTAT, &args(json!({"region": "r", "instance": "i"})));
         assert_eq!(p["timeout"], "15");
-        let p = diagnosis_params(
+        let p = params(
             &IODIAGNOSE,
             &args(json!({"region": "r", "instance": "i", "timeout": "60"})),
         );
@@ -602,7 +758,7 @@ mod tests {
 
     #[test]
     fn jitter_sends_threshold_only_when_given() {
-        let p = diagnosis_params(
+        let p = params(
             &NETJITTER,
             &args(json!({"region": "r", "instance": "i", "duration": null})),
         );

@@ -423,6 +423,30 @@ def need_json_object(body_json) -> dict:
     return body_json
 
 
+# The limits the SysOM team documents (sysom-openapi.md section 5): what the backend does with an
+# over-limit value. The task keeps the *effective* params, so a test can see a silent clamp.
+SERVICE_LIMITS = {
+    "iofsstat": ("timeout", 30, 30),      # > 30 is capped to 30
+    "iodiagnose": ("timeout", 300, 30),   # over 300 falls back to 30
+    "delay": ("duration", 60, 60),
+    "netjitter": ("duration", 60, 60),
+}
+
+
+def apply_service_limits(service: str, params: dict) -> dict:
+    limit = SERVICE_LIMITS.get(service)
+    if limit is None:
+        return params
+    field, most, replacement = limit
+    try:
+        value = float(params.get(field, ""))
+    except (TypeError, ValueError):
+        return params
+    if value > most:
+        params = {**params, field: str(replacement)}
+    return params
+
+
 def op_invoke_diagnosis(state: MockState, query: dict, body) -> dict:
     body = need_json_object(body)
     for key in ("service_name", "channel", "params"):
@@ -430,14 +454,17 @@ def op_invoke_diagnosis(state: MockState, query: dict, body) -> dict:
             raise ApiError(400, "MissingParameter", f"The body field \"{key}\" (string) is required.")
     if body["service_name"] not in DIAGNOSIS_SERVICES:
         raise bad_param("service_name", f"unknown service {body['service_name']!r}")
-    if body["channel"] not in ("ecs", "auto"):
-        raise bad_param("channel", "must be ecs or auto")
+    if body["channel"] not in ("ecs", "auto", "eflo"):
+        raise bad_param("channel", "must be ecs, auto or eflo")
     try:
         params = json.loads(body["params"])
     except ValueError as e:
         raise bad_param("params", f"not a JSON string: {e}") from None
     if not isinstance(params, dict) or not params.get("region"):
         raise bad_param("params", "must be a JSON object with region")
+    # As SysOM's gateway does: older marker keys are stripped; only __sysom_diagnosis_source counts.
+    params.pop("source", None)
+    params = apply_service_limits(body["service_name"], params)
     task_id = "mock-" + secrets.token_hex(6)
     with state.lock:
         state.tasks[task_id] = {"service_name": body["service_name"], "channel": body["channel"],

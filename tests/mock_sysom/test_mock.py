@@ -276,13 +276,32 @@ def test_operation_validation(mock, action, query, body, code):
     assert (status, out["Code"]) == (400, code), out
 
 
-def invoke(mock, service="memgraph"):
+def invoke(mock, service="memgraph", channel="ecs", **extra):
     status, out = send(mock, *op("InvokeDiagnosis"), action="InvokeDiagnosis", body={
-        "channel": "ecs", "service_name": service,
-        "params": json.dumps({"region": "cn-hangzhou", "_hide": "0", "instance": "i-1", "source": "mcp"})})
+        "channel": channel, "service_name": service,
+        "params": json.dumps({"region": "cn-hangzhou", "_hide": "0", "instance": "i-1",
+                              "__sysom_diagnosis_source": "mcp", **extra})})
     assert status == 200, out
     assert out["code"] == "Success" and "request_id" in out
     return out["data"]["task_id"]
+
+
+def test_invoke_strips_old_markers_clamps_limits_and_takes_eflo(mock):
+    """As the SysOM backend: the old "source" marker is stripped, over-limit values are silently
+    clamped (why sysom-mcp rejects them first), and eflo is a channel."""
+    task = invoke(mock, "iofsstat", channel="eflo", timeout="45", source="mcp")
+    params = mock.state()["tasks"][task]["params"]
+    assert "source" not in params and params["__sysom_diagnosis_source"] == "mcp"
+    assert params["timeout"] == "30"
+    task = invoke(mock, "iodiagnose", timeout="301")
+    assert mock.state()["tasks"][task]["params"]["timeout"] == "30"
+    task = invoke(mock, "delay", duration="61")
+    assert mock.state()["tasks"][task]["params"]["duration"] == "60"
+    task = invoke(mock, "netjitter", duration="20")
+    assert mock.state()["tasks"][task]["params"]["duration"] == "20"
+    status, out = send(mock, *op("InvokeDiagnosis"), action="InvokeDiagnosis", body={
+        "channel": "vm", "service_name": "loadtask", "params": '{"region":"cn-hangzhou"}'})
+    assert (status, out["Code"]) == (400, "InvalidParameter")
 
 
 def poll(mock, task_id):

@@ -60,6 +60,10 @@ def type_set(schema: dict) -> set[str]:
 
 # ------------------------------------------------------------------ tools/list
 
+HISTORY = {"is_history", "anomaly_start", "anomaly_end"}
+# Optional parameters added after the original (issue 11): the original schemas stay a subset.
+ADDITIVE = {"delay": HISTORY, "packetdrop": HISTORY, "netjitter": HISTORY, "memgraph": {"profiling_on"}}
+
 
 async def test_tools_list_matches_original_schemas(mcp_client):
     tools = await mcp_client.list_tools()
@@ -70,8 +74,11 @@ async def test_tools_list_matches_original_schemas(mcp_client):
         schema = tool["inputSchema"]
         where = tool["name"]
         assert schema.get("type") == "object", where
-        assert set(schema["properties"]) == set(orig["properties"]), where
+        added = ADDITIVE.get(where, set())
+        assert set(schema["properties"]) == set(orig["properties"]) | added, where
         assert set(schema.get("required", [])) == set(orig.get("required", [])), where
+        for prop in added:
+            assert type_set(schema["properties"][prop]) >= {"null"}, f"{where}.{prop} must be optional"
         for prop, spec in orig["properties"].items():
             got = schema["properties"][prop]
             assert type_set(got) == type_set(spec), f"{where}.{prop}: {got}"
@@ -173,7 +180,7 @@ async def test_list_pods_of_instance(mcp_client, mock):
 # ------------------------------------------------------------------ diagnosis tools (§2.4)
 
 DIAGNOSIS_CASES = [
-    # (tool, tool-specific arguments, channel, expected params fields besides region/_hide/source)
+    # (tool, tool-specific arguments, channel, expected params fields besides region/_hide/marker)
     ("memgraph", {"instance": INSTANCE}, "ecs", {"instance": INSTANCE}),
     ("memgraph", {"instance": INSTANCE, "pod": None}, "ecs", {"instance": INSTANCE}),
     ("memgraph", {"clusterType": "ackClusters", "clusterId": "c8d1", "namespace": "default", "pod": "web-1"},
@@ -196,6 +203,20 @@ DIAGNOSIS_CASES = [
     ("loadtask", {"instance": INSTANCE}, "ecs", {"instance": INSTANCE}),
     ("vmcore", {"instance": INSTANCE}, "ecs", {"instance": INSTANCE}),
     ("diskanalysis", {"instance": INSTANCE}, "ecs", {"instance": INSTANCE}),
+    # The limits SysOM documents, at the limit (issue 11); eflo besides ecs/auto.
+    ("iofsstat", {"instance": INSTANCE, "timeout": "30"}, "eflo", {"instance": INSTANCE, "timeout": "30"}),
+    ("iodiagnose", {"instance": INSTANCE, "timeout": "300"}, "eflo", {"instance": INSTANCE, "timeout": "300"}),
+    ("loadtask", {"instance": INSTANCE}, "eflo", {"instance": INSTANCE}),
+    # History mode and memgraph profiling: optional, additive parameters.
+    ("delay", {"instance": INSTANCE, "duration": "60", "is_history": True, "anomaly_start": "1767225600",
+               "anomaly_end": "1767229200"}, "ecs",
+     {"instance": INSTANCE, "duration": "60", "is_history": 1, "anomaly_start": "1767225600",
+      "anomaly_end": "1767229200"}),
+    ("packetdrop", {"instance": INSTANCE, "is_history": True, "anomaly_start": "1767225600"}, "ecs",
+     {"instance": INSTANCE, "is_history": True, "anomaly_start": "1767225600"}),
+    ("netjitter", {"instance": INSTANCE, "is_history": False, "anomaly_end": "1767229200"}, "ecs",
+     {"instance": INSTANCE, "is_history": False, "anomaly_end": "1767229200"}),
+    ("memgraph", {"instance": INSTANCE, "profiling_on": True}, "ecs", {"instance": INSTANCE, "profiling_on": True}),
 ]
 
 
@@ -215,7 +236,9 @@ async def test_diagnosis_tool(mcp_client, mock, tool, args, channel, expected):
     assert set(inv["json"]) == {"channel", "params", "service_name"}
     assert (inv["json"]["service_name"], inv["json"]["channel"]) == (tool, channel)
     assert isinstance(inv["json"]["params"], str)
-    assert json.loads(inv["json"]["params"]) == {"region": "cn-beijing", "_hide": "0", "source": "mcp", **expected}
+    # The marker SysOM expects now; the old "source" key is stripped by its gateway (issue 11).
+    assert json.loads(inv["json"]["params"]) == {"region": "cn-beijing", "_hide": "0",
+                                                 "__sysom_diagnosis_source": "mcp", **expected}
 
     polls = mock.requests(action="GetDiagnosisResult")
     task_ids = {p["query"]["task_id"] for p in polls}
@@ -223,6 +246,36 @@ async def test_diagnosis_tool(mcp_client, mock, tool, args, channel, expected):
     assert all(p["query"] == {"task_id": out["task_id"]} for p in polls)
     assert len(polls) == 2, "one Running answer, then Success; no polling after the result"
     assert_all_signed(mock)
+
+
+LIMIT_CASES = [
+    ("iofsstat", "timeout", "31", "30"),
+    ("iodiagnose", "timeout", "301", "300"),
+    ("delay", "duration", "61", "60"),
+    ("netjitter", "duration", "120", "60"),
+    ("iofsstat", "timeout", "soon", "30"),
+]
+
+
+@pytest.mark.parametrize("tool,field,value,limit", LIMIT_CASES, ids=[f"{c[0]}-{c[2]}" for c in LIMIT_CASES])
+async def test_diagnosis_limits_are_argument_errors(mcp_client, mock, tool, field, value, limit):
+    """Over a SysOM service limit: a tool error naming the argument and the limit, instead of
+    SysOM silently clamping it (issue 11). Nothing reaches SysOM."""
+    res = await mcp_client.call(tool, {"uid": UID, "region": "cn-beijing", "channel": "ecs",
+                                       "instance": INSTANCE, field: value})
+    assert res["isError"] is True, res
+    text = res["content"][0]["text"]
+    assert f"`{field}`" in text and limit in text, text
+    assert mock.requests() == []
+
+
+async def test_unknown_channel_is_an_argument_error(mcp_client, mock):
+    res = await mcp_client.call("loadtask", {"uid": UID, "region": "cn-beijing", "channel": "vm",
+                                             "instance": INSTANCE})
+    assert res["isError"] is True
+    text = res["content"][0]["text"]
+    assert "`channel`" in text and "eflo" in text, text
+    assert mock.requests() == []
 
 
 # ------------------------------------------------------------------ crash-agent tools (§2.5)
