@@ -3,7 +3,13 @@
 
 use std::os::fd::AsFd;
 
-use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing::{Event, Level, field::Field};
+use tracing_subscriber::{
+    EnvFilter, Layer as _,
+    filter::FilterExt as _,
+    layer::{Context, Filter, SubscriberExt},
+    util::SubscriberInitExt,
+};
 
 use crate::config::{LogSettings, LogTarget};
 
@@ -54,7 +60,7 @@ pub fn init(settings: &LogSettings) -> String {
                     .with_priority_mappings(mappings)
                     .with_syslog_identifier("sysom-mcp".into());
                 tracing_subscriber::registry()
-                    .with(layer.with_filter(filter))
+                    .with(layer.with_filter(filter.and(QuietDrain)))
                     .init();
                 return "logging to the systemd journal".into();
             }
@@ -74,7 +80,98 @@ fn init_stderr(filter: EnvFilter) {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
-                .with_filter(filter),
+                .with_filter(filter.and(QuietDrain)),
         )
         .init();
+}
+
+/// rmcp logs `ERROR failed to send pending response during drain` when a call finishes after
+/// its client went away, which is what a client cancelling a 2026-07-28 request does (it closes
+/// the stream). Nobody is waiting for that response, so it is not an error in our logs: this
+/// filter drops that one event. (tracing has no way to lower another crate's event level.)
+#[derive(Debug, Clone, Copy)]
+struct QuietDrain;
+
+const DRAIN_MESSAGE: &str = "failed to send pending response during drain";
+
+impl<S> Filter<S> for QuietDrain {
+    fn enabled(&self, _meta: &tracing::Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if meta.target() != "rmcp::service" || *meta.level() != Level::ERROR {
+            return true;
+        }
+        let mut message = MessageIs(DRAIN_MESSAGE, false);
+        event.record(&mut message);
+        !message.1
+    }
+}
+
+/// Records whether an event's `message` equals the expected text.
+struct MessageIs(&'static str, bool);
+
+impl tracing::field::Visit for MessageIs {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.1 = format!("{value:?}") == self.0;
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.1 = value == self.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer collecting what the fmt layer prints.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_drain_error_of_a_cancelled_call_is_not_logged_other_errors_are() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_filter(EnvFilter::new("info").and(QuietDrain)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "rmcp::service", error = %"Transport closed", "{DRAIN_MESSAGE}");
+            tracing::error!(target: "rmcp::service", "response send task failed during drain");
+            tracing::error!(target: "sysom_mcp", "{DRAIN_MESSAGE}");
+            tracing::info!(target: "rmcp::service", "serve finished");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            !text.contains("rmcp::service: failed to send pending"),
+            "{text}"
+        );
+        assert!(
+            text.contains("response send task failed during drain"),
+            "{text}"
+        );
+        assert!(text.contains("sysom_mcp: failed to send pending"), "{text}");
+        assert!(text.contains("serve finished"), "{text}");
+    }
 }
