@@ -69,9 +69,14 @@ pub struct State {
     pub tokens: ArcSwap<auth::Tokens>,
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     server: SysomServer,
+    /// Stateful sessions on 2025-11-25 or later (with SSE priming events)...
     stateful: Stateful,
+    /// ...and the same sessions for older protocol versions (without them).
+    stateful_unprimed: Stateful,
     stateless: Stateless,
     sessions: Arc<LocalSessionManager>,
+    /// The sessions of `stateful_unprimed` (rmcp fixes priming per session at its creation).
+    sessions_unprimed: Arc<LocalSessionManager>,
     pub legacy: Arc<legacy_sse::Registry>,
     /// Cancelled when the server shuts down: ends every stream and session.
     pub shutdown: CancellationToken,
@@ -88,6 +93,7 @@ fn streamable_config(
     config: &Config,
     shutdown: &CancellationToken,
     stateless: bool,
+    priming: bool,
 ) -> StreamableHttpServerConfig {
     // Host and Origin are checked by our router (with the admin's lists), so rmcp's
     // loopback-only default, which 403s every remote client, is switched off.
@@ -98,6 +104,35 @@ fn streamable_config(
         .with_cancellation_token(shutdown.child_token())
         .with_legacy_session_mode(!stateless)
         .with_json_response(stateless)
+        .with_sse_retry(priming.then_some(SSE_RETRY))
+}
+
+/// The `retry:` of SSE priming events (rmcp's default).
+const SSE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The first protocol version whose clients expect SSE priming events (an event with an id and
+/// `retry:` but no data); older clients parse the empty data as JSON and fail.
+const PRIMING_SINCE: &str = "2025-11-25";
+
+/// The protocol version an `initialize` request asks for, put in the request's extensions by
+/// the router (the session has no `MCP-Protocol-Version` header yet).
+#[derive(Debug, Clone)]
+pub struct InitializeVersion(pub String);
+
+/// Whether a new session gets priming events: by the `MCP-Protocol-Version` header, or the
+/// version its `initialize` asks for. Neither: a 2025-03-26 client (no header): no priming.
+fn wants_priming<B>(req: &Request<B>) -> bool {
+    let version = req
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.extensions()
+                .get::<InitializeVersion>()
+                .map(|v| v.0.as_str())
+        });
+    // Versions are dates, so text order is time order.
+    version.is_some_and(|v| v >= PRIMING_SINCE)
 }
 
 impl State {
@@ -118,20 +153,32 @@ impl State {
         }
         let tools_list_json = tools_list.to_string();
         let shutdown = CancellationToken::new();
-        let mut manager = LocalSessionManager::default();
-        manager.session_config.keep_alive = Some(config.limits.session_idle_timeout);
-        let sessions = Arc::new(manager);
+        let manager = |priming: bool| {
+            let mut manager = LocalSessionManager::default();
+            manager.session_config.keep_alive = Some(config.limits.session_idle_timeout);
+            manager.session_config.sse_retry = priming.then_some(SSE_RETRY);
+            Arc::new(manager)
+        };
+        let sessions = manager(true);
+        let sessions_unprimed = manager(false);
         let factory_server = server.clone();
         let stateful = StreamableHttpService::new(
             move || Ok(factory_server.clone()),
             sessions.clone(),
-            streamable_config(&config, &shutdown, false),
+            streamable_config(&config, &shutdown, false, true),
+        );
+        // Sessions of pre-2025-11-25 clients, served without priming events.
+        let factory_server = server.clone();
+        let stateful_unprimed = StreamableHttpService::new(
+            move || Ok(factory_server.clone()),
+            sessions_unprimed.clone(),
+            streamable_config(&config, &shutdown, false, false),
         );
         let factory_server = server.clone();
         let stateless = StreamableHttpService::new(
             move || Ok(factory_server.clone()),
             Arc::new(NeverSessionManager::default()),
-            streamable_config(&config, &shutdown, true),
+            streamable_config(&config, &shutdown, true, true),
         );
         Arc::new(Self {
             config: ArcSwap::from_pointee(config),
@@ -139,8 +186,10 @@ impl State {
             tls: ArcSwap::from_pointee(tls),
             server,
             stateful,
+            stateful_unprimed,
             stateless,
             sessions,
+            sessions_unprimed,
             legacy: Arc::new(legacy_sse::Registry::default()),
             shutdown,
             connections: AtomicUsize::new(0),
@@ -171,6 +220,7 @@ impl State {
     /// Open stateful Streamable HTTP sessions.
     pub async fn streamable_sessions(&self) -> usize {
         self.sessions.sessions.read().await.len()
+            + self.sessions_unprimed.sessions.read().await.len()
     }
 
     pub fn open_connections(&self) -> usize {
@@ -205,7 +255,25 @@ impl State {
                 "too many open MCP sessions; retry later",
             );
         }
-        let mut svc = self.stateful.clone();
+        // A session stays with the manager that created it; a new one goes by its version.
+        let primed = match req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(id) => !self
+                .sessions_unprimed
+                .sessions
+                .read()
+                .await
+                .contains_key(id),
+            None => wants_priming(&req),
+        };
+        let mut svc = if primed {
+            self.stateful.clone()
+        } else {
+            self.stateful_unprimed.clone()
+        };
         match tower_service::Service::call(&mut svc, req).await {
             Ok(resp) => resp,
             Err(never) => match never {},

@@ -395,6 +395,15 @@ async fn mcp(
                     HeaderValue::from_static("application/json, text/event-stream"),
                 );
             }
+            if is_initialize
+                && let Some(v) = message
+                    .pointer("/params/protocolVersion")
+                    .and_then(Value::as_str)
+            {
+                parts
+                    .extensions
+                    .insert(super::InitializeVersion(v.to_string()));
+            }
             let req = Request::from_parts(parts, Full::new(body));
             if stateless {
                 state.stateless(req).await
