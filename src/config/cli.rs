@@ -237,6 +237,14 @@ pub struct ServerArgs {
     /// Retries of GET operations on throttling and 5xx [default: 2]
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_RETRIES")]
     pub max_retries: Option<u32>,
+    /// Ceiling on upstream requests per second, all calls together; 0 = none [default: 50]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_MAX_REQUESTS_PER_SECOND",
+        value_name = "N"
+    )]
+    pub max_requests_per_second: Option<u32>,
     /// Seconds a diagnosis may run before TaskTimeout [default: 150]
     #[arg(
         global = true,
@@ -262,6 +270,22 @@ pub struct ServerArgs {
         value_name = "KEY"
     )]
     pub diagnosis_source_marker: Option<String>,
+    /// Longest poll interval once polling has backed off, milliseconds [default: 10000]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_POLL_MAX_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub poll_max_interval_ms: Option<u64>,
+    /// Seconds a diagnosis keeps polling after its callers went away without cancelling [default: 120]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_DETACH_GRACE_SECS",
+        value_name = "SECONDS"
+    )]
+    pub detach_grace_secs: Option<u64>,
 
     /// Log destination: auto (journald when stderr is the journal), stderr or journald [default: auto]
     #[arg(

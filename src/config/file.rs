@@ -83,6 +83,7 @@ pub struct UpstreamSection {
     pub request_timeout_ms: Option<u64>,
     pub max_response_bytes: Option<usize>,
     pub max_retries: Option<u32>,
+    pub max_requests_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +92,8 @@ pub struct DiagnosisSection {
     pub timeout_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub source_marker: Option<String>,
+    pub poll_max_interval_ms: Option<u64>,
+    pub detach_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -107,6 +107,8 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     pub max_response_bytes: usize,
     pub max_retries: u32,
+    /// Ceiling on upstream requests per second for the whole process; 0 = none.
+    pub max_requests_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,12 @@ pub struct DiagnosisSettings {
     pub poll_interval: Duration,
     /// The key of the `"mcp"` marker in InvokeDiagnosis `params` (SysOM strips older keys).
     pub source_marker: String,
+    /// The longest gap between two polls once the schedule has backed off (never below
+    /// `poll_interval`).
+    pub poll_max_interval: Duration,
+    /// How long a diagnosis whose every caller went away (without cancelling) keeps polling,
+    /// so a reconnecting caller gets its result instead of starting a new task.
+    pub detach_grace: Duration,
 }
 
 /// The marker key the SysOM backend and its own CLI expect (sysom-openapi.md, section 5).
@@ -388,6 +396,11 @@ pub fn resolve(
             16 * 1024 * 1024,
         ),
         max_retries: pick(args.max_retries, file.upstream.max_retries, 2),
+        max_requests_per_second: pick(
+            args.max_requests_per_second,
+            file.upstream.max_requests_per_second,
+            50,
+        ),
     };
     if upstream.connect_timeout.is_zero()
         || upstream.read_timeout.is_zero()
@@ -421,6 +434,16 @@ pub fn resolve(
             file.diagnosis.source_marker,
             DEFAULT_SOURCE_MARKER.into(),
         ),
+        poll_max_interval: Duration::from_millis(pick(
+            args.poll_max_interval_ms,
+            file.diagnosis.poll_max_interval_ms,
+            10_000,
+        )),
+        detach_grace: Duration::from_secs(pick(
+            args.detach_grace_secs,
+            file.diagnosis.detach_grace_secs,
+            120,
+        )),
     };
     if diagnosis.source_marker.trim().is_empty() {
         return Err(invalid("diagnosis.source_marker", "must not be empty"));

@@ -2,7 +2,7 @@
 //! `InvokeDiagnosis`, then poll `GetDiagnosisResult` until it succeeds, fails or runs out of time,
 //! reporting progress and stopping at once when the client cancels.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::{
-    CallCtx, Effect, Services, ToolDef, checked_tool,
+    CallCtx, Effect, Services, ToolDef, checked_tool, coalesce,
     envelope::{self, DiagnosisResult},
+    poll::Schedule,
 };
 use crate::upstream::{ops, snippet};
 
@@ -149,16 +150,6 @@ fn outcome(code: &str, message: String, task_id: &str) -> DiagnosisResult {
     }
 }
 
-/// The poll interval after `elapsed`: the configured one for the first 30 s (most diagnoses
-/// finish there), then twice as long, capped at 5 s, to spare the API on long runs.
-fn poll_delay(base: Duration, elapsed: Duration) -> Duration {
-    if elapsed < Duration::from_secs(30) {
-        base
-    } else {
-        (base * 2).min(Duration::from_secs(5)).max(base)
-    }
-}
-
 /// Runs one diagnosis end to end. `args` is the tool's parameter struct serialised.
 async fn run(
     services: Arc<Services>,
@@ -198,6 +189,7 @@ async fn run(
     };
 
     let settings = &services.diagnosis;
+    let mut schedule = Schedule::new(settings.poll_interval, settings.poll_max_interval);
     let started = Instant::now();
     let deadline = started + settings.timeout;
     let total = settings.timeout.as_secs_f64();
@@ -214,8 +206,11 @@ async fn run(
         )
     };
     loop {
-        let delay = poll_delay(settings.poll_interval, started.elapsed());
-        if Instant::now() + delay > deadline {
+        // The last poll happens at the deadline rather than one interval before it.
+        let delay = schedule
+            .next_delay()
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if delay.is_zero() {
             return timed_out();
         }
         tokio::select! {
@@ -318,7 +313,26 @@ where
                 Ok(Value::Object(m)) => m,
                 _ => Map::new(),
             };
-            run(services, spec, args, ctx)
+            // Identical calls (same credentials, service and arguments) share one diagnosis.
+            let key = format!(
+                "{}\0{}\0{}",
+                services.generation,
+                spec.service,
+                Value::Object(args.clone())
+            );
+            async move {
+                coalesce::diagnosis(services, key, ctx, move |services, ctx| {
+                    run(services, spec, args, ctx)
+                })
+                .await
+                .unwrap_or_else(|| {
+                    outcome(
+                        "Cancelled",
+                        "The client cancelled the call; polling stopped.".into(),
+                        "",
+                    )
+                })
+            }
         },
     );
     def.failure_is_error = true;
@@ -776,19 +790,5 @@ mod tests {
         let bad = finished(json!({"status": "Success", "result": "not json"}), "T1");
         assert_eq!(bad.code, "ResultParseFailed");
         assert_eq!(bad.result["raw"], "not json");
-    }
-
-    #[test]
-    fn poll_schedule_backs_off_after_thirty_seconds() {
-        let base = Duration::from_secs(1);
-        assert_eq!(poll_delay(base, Duration::from_secs(5)), base);
-        assert_eq!(
-            poll_delay(base, Duration::from_secs(40)),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            poll_delay(Duration::from_secs(4), Duration::from_secs(40)),
-            Duration::from_secs(5)
-        );
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::upstream::UpstreamError;
 
 /// What a diagnosis tool returns.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(description = "Diagnosis result envelope")]
 pub struct DiagnosisResult {
     /// Success, TaskCreateFailed, TaskExecuteFailed, TaskTimeout, ResultParseFailed, GetResultFailed or Cancelled

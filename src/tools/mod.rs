@@ -8,9 +8,11 @@
 pub mod activation;
 mod am;
 mod args;
+pub mod coalesce;
 mod crash;
 mod diagnosis;
 pub mod envelope;
+pub mod poll;
 mod schema;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
@@ -43,6 +45,11 @@ pub struct Services {
     pub upstream: upstream::Client,
     pub diagnosis: DiagnosisSettings,
     pub activation: Arc<activation::Cache>,
+    /// Diagnoses in flight, shared by identical calls; kept across configuration reloads.
+    pub flights: coalesce::Flights<envelope::DiagnosisResult>,
+    /// Tells one set of services (credentials, endpoint) from the next after a reload, so
+    /// calls are only coalesced when they would reach SysOM with the same identity.
+    pub generation: u64,
 }
 
 impl Services {
@@ -62,10 +69,13 @@ impl Services {
         diagnosis: DiagnosisSettings,
         activation: Option<Arc<activation::Cache>>,
     ) -> Self {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             upstream,
             diagnosis,
             activation: activation.unwrap_or_default(),
+            flights: coalesce::Flights::default(),
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -73,19 +83,43 @@ impl Services {
 /// Per-call context handed to a tool: cancellation and the way to report progress.
 pub struct CallCtx {
     pub cancel: CancellationToken,
-    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    progress: ProgressSink,
+}
+
+/// Where a tool's progress goes.
+enum ProgressSink {
+    None,
+    /// To the client, which asked for it with this token.
+    Peer(ProgressToken, Peer<RoleServer>),
+    /// To every caller attached to a shared diagnosis.
+    Shared(coalesce::Reporter<envelope::DiagnosisResult>),
 }
 
 impl CallCtx {
+    /// The context of a shared diagnosis: stopped by `cancel`, progress to `reporter`.
+    pub fn shared(
+        cancel: CancellationToken,
+        reporter: coalesce::Reporter<envelope::DiagnosisResult>,
+    ) -> Self {
+        Self {
+            cancel,
+            progress: ProgressSink::Shared(reporter),
+        }
+    }
+
     /// Sends a progress notification if the client asked for them; failures are not fatal.
     pub async fn progress(&self, done: f64, total: f64, message: String) {
-        if let Some((token, peer)) = &self.progress {
-            let param = ProgressNotificationParam::new(token.clone(), done)
-                .with_total(total)
-                .with_message(message);
-            if let Err(e) = peer.notify_progress(param).await {
-                tracing::debug!(error = %e, "progress notification not delivered");
+        match &self.progress {
+            ProgressSink::None => {}
+            ProgressSink::Peer(token, peer) => {
+                let param = ProgressNotificationParam::new(token.clone(), done)
+                    .with_total(total)
+                    .with_message(message);
+                if let Err(e) = peer.notify_progress(param).await {
+                    tracing::debug!(error = %e, "progress notification not delivered");
+                }
             }
+            ProgressSink::Shared(reporter) => reporter.progress(done, total, message),
         }
     }
 }
@@ -228,7 +262,8 @@ impl SysomServer {
     }
 
     /// Replaces the services (new credentials, endpoint or settings) for future calls.
-    pub fn replace_services(&self, services: Services) {
+    pub fn replace_services(&self, mut services: Services) {
+        services.flights = self.services.load().flights.clone();
         self.services.store(Arc::new(services));
     }
 
@@ -309,10 +344,10 @@ impl ServerHandler for SysomServer {
         let addr = client_addr(&context).or(self.client);
         let ctx = CallCtx {
             cancel: context.ct.clone(),
-            progress: context
-                .meta
-                .get_progress_token()
-                .map(|t| (t, context.peer.clone())),
+            progress: match context.meta.get_progress_token() {
+                Some(token) => ProgressSink::Peer(token, context.peer.clone()),
+                None => ProgressSink::None,
+            },
         };
         let args = request.arguments.unwrap_or_default();
         let _running = metrics::ToolRunning::start();

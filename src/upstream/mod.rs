@@ -8,6 +8,7 @@
 //! redirect would carry the signed headers and the STS token to another origin).
 
 pub mod ops;
+pub mod rate_limit;
 
 use std::{sync::Arc, time::Duration};
 
@@ -247,6 +248,7 @@ pub struct Client {
     endpoint: Url,
     credentials: Arc<Provider>,
     settings: UpstreamSettings,
+    ceiling: rate_limit::Ceiling,
 }
 
 /// Builds the one HTTP client of the process: rustls with the system's CA store, pooled. It
@@ -275,6 +277,7 @@ impl Client {
             http,
             endpoint,
             credentials,
+            ceiling: rate_limit::Ceiling::shared(settings.max_requests_per_second),
             settings,
         }
     }
@@ -331,6 +334,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value, UpstreamError> {
         let key = self.credentials.get(&self.http).await?;
+        self.ceiling.admit().await;
         let request = SignedRequest {
             action: op.action,
             version: ops::API_VERSION,

@@ -32,6 +32,8 @@ MCP_MAJOR = int(importlib.metadata.version("mcp").split(".")[0])
 # Short timings so failure paths finish fast; individual tests override as needed.
 DEFAULT_SERVER_ENV = {
     "SYSOM_MCP_POLL_INTERVAL_MS": "50",
+    # No backoff unless a test asks for it: the poll counts of the mock's scenarios stay fast.
+    "SYSOM_MCP_POLL_MAX_INTERVAL_MS": "50",
     "SYSOM_MCP_DIAGNOSIS_TIMEOUT": "3",
     "SYSOM_MCP_LOG": "stderr",
     "RUST_LOG": "info",
