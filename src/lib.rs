@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod signing;
 pub mod systemd;
+pub mod tasks;
 pub mod tools;
 pub mod upstream;

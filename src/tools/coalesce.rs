@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{CallCtx, Services, envelope::DiagnosisResult};
+use crate::upstream;
 
 /// The latest progress of a shared task: done, total, message.
 pub type Progress = (f64, f64, String);
@@ -245,6 +246,10 @@ impl<V: Send + Sync + 'static> Drop for Ticket<V> {
     }
 }
 
+/// A shared diagnosis's result and the RequestId of the last SysOM answer it saw (for every
+/// caller's log record).
+pub type Outcome = (DiagnosisResult, Option<String>);
+
 /// Runs a diagnosis as the shared task for `key` (`run` starts it if none is in flight) and
 /// waits for its result with this caller's cancellation and progress. `None`: the caller
 /// cancelled.
@@ -261,16 +266,18 @@ where
     let flights = services.flights.clone();
     let grace = services.diagnosis.detach_grace;
     let mut ticket = flights.join(key, grace, |reporter, stop| {
-        run(services, CallCtx::shared(stop, reporter))
+        upstream::with_request_id(run(services, CallCtx::shared(stop, reporter)))
     });
     if !ticket.started {
         tracing::debug!("attached to an identical diagnosis in flight");
     }
-    ticket
+    let (result, request_id) = ticket
         .wait(&ctx.cancel, |(done, total, message)| {
             ctx.progress(done, total, message)
         })
-        .await
+        .await?;
+    upstream::note_request_id(request_id);
+    Some(result)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub struct Services {
     pub diagnosis: DiagnosisSettings,
     pub activation: Arc<activation::Cache>,
     /// Diagnoses in flight, shared by identical calls; kept across configuration reloads.
-    pub flights: coalesce::Flights<envelope::DiagnosisResult>,
+    pub flights: coalesce::Flights<coalesce::Outcome>,
     /// Tells one set of services (credentials, endpoint) from the next after a reload, so
     /// calls are only coalesced when they would reach SysOM with the same identity.
     pub generation: u64,
@@ -92,14 +92,14 @@ enum ProgressSink {
     /// To the client, which asked for it with this token.
     Peer(ProgressToken, Peer<RoleServer>),
     /// To every caller attached to a shared diagnosis.
-    Shared(coalesce::Reporter<envelope::DiagnosisResult>),
+    Shared(coalesce::Reporter<coalesce::Outcome>),
 }
 
 impl CallCtx {
     /// The context of a shared diagnosis: stopped by `cancel`, progress to `reporter`.
     pub fn shared(
         cancel: CancellationToken,
-        reporter: coalesce::Reporter<envelope::DiagnosisResult>,
+        reporter: coalesce::Reporter<coalesce::Outcome>,
     ) -> Self {
         Self {
             cancel,

@@ -235,7 +235,8 @@ pub async fn with_request_id<F: std::future::Future>(fut: F) -> (F::Output, Opti
         .await
 }
 
-fn note_request_id(id: Option<String>) {
+/// Records `id` as the last RequestId seen by the current tool call (see [`with_request_id`]).
+pub fn note_request_id(id: Option<String>) {
     if id.is_some() {
         let _ = LAST_REQUEST_ID.try_with(|c| *c.borrow_mut() = id);
     }
