@@ -22,8 +22,10 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::tool::{schema_for_input, schema_for_output},
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
         ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
     },
     service::{Peer, RequestContext},
@@ -305,7 +307,15 @@ fn str_field<'a>(v: &'a Value, keys: &[&str]) -> &'a str {
 
 impl ServerHandler for SysomServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // Prompts and resources are declared (empty), as the original FastMCP server did, so that
+        // clients asking for them get a normal, cacheable answer.
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("sysom-mcp", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Alibaba Cloud SysOM OS diagnoses. Call check_sysom_initialed once when the user first \
@@ -319,6 +329,54 @@ impl ServerHandler for SysomServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    // No prompts or resources: the lists are empty.
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::default())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::default())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::default())
+    }
+
+    // Nothing to read or get: the spec's "not found" answers (-32602 with the name asked for).
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Err(ErrorData::invalid_params(
+            format!("Resource not found: {}", request.uri),
+            Some(serde_json::json!({ "uri": request.uri })),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        Err(ErrorData::invalid_params(
+            format!("Unknown prompt: {}", request.name),
+            None,
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
