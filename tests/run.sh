@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Integration tests: the mock SysOM server's own tests, then the sysom-mcp suite (tests/py) once
-# with the Python MCP client 2.x and once with 1.x, then the TypeScript SDK clients (tests/ts).
+# with the Python MCP client 2.x and once with 1.x, then the TypeScript SDK clients (tests/ts) and
+# the official MCP conformance suite (tests/conformance).
 #
 #   tests/run.sh [extra pytest args for tests/py]      e.g. tests/run.sh -k diagnosis -x
 #
 # Env: SYSOM_MCP_BIN (default target/debug/sysom-mcp, built with `cargo build` if missing),
 #      PYTHON (default python3, >= 3.11), SYSOM_TEST_VENVS (default "test-mcp2 test-mcp1"),
-#      SYSOM_TEST_TIMEOUT (per-test seconds, default 120), SYSOM_TEST_SKIP_TS=1 (skip tests/ts).
+#      SYSOM_TEST_TIMEOUT (per-test seconds, default 120), SYSOM_TEST_SKIP_TS=1 (skip tests/ts and tests/conformance).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -84,5 +85,7 @@ done
 if [[ $# -eq 0 && ${SYSOM_TEST_SKIP_TS:-0} != 1 ]]; then
     echo "=== TypeScript SDK clients (tests/ts)" >&2
     tests/ts/run.sh || status=1
+    echo "=== MCP conformance suite (tests/conformance)" >&2
+    tests/conformance/run.sh || status=1
 fi
 exit "$status"
