@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod json_limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -5,9 +5,15 @@
 //! to (`{path}/messages?sessionId=…`). Each stream is one MCP session: an rmcp service runs over
 //! a pair of channels (client→server fed by the POSTs, server→client written as `message`
 //! events), with keep-alive comments so proxies do not cut an idle stream.
+//!
+//! A client that POSTs but never reads its stream must not make the server queue answers for
+//! it without bound: each session admits at most [`MAX_IN_FLIGHT`] requests whose answer has
+//! not been written to the stream yet (more are refused with 429), and a stream the client has
+//! not read for [`SLOW_READER_GRACE`] is closed, which drops the session. The same in-flight
+//! set refuses a second request with an id that is still in flight (its answer would be lost).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -29,9 +35,21 @@ use crate::{metrics, tools::SysomServer};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// Requests of one session whose answer has not been written yet, by their JSON id.
+const MAX_IN_FLIGHT: usize = 64;
+/// How long the stream may stay unwritable (the client not reading) before it is closed.
+const SLOW_READER_GRACE: Duration = Duration::from_secs(10);
+
+type InFlight = Arc<Mutex<HashSet<String>>>;
+
 struct Session {
     inbound: mpsc::Sender<ClientJsonRpcMessage>,
     last_seen: Arc<Mutex<Instant>>,
+    in_flight: InFlight,
+}
+
+fn id_key(id: &rmcp::model::RequestId) -> String {
+    serde_json::to_string(id).unwrap_or_default()
 }
 
 /// The open legacy SSE sessions.
@@ -46,6 +64,10 @@ pub enum PostError {
     UnknownSession,
     Malformed(String),
     Closed,
+    /// The session has [`MAX_IN_FLIGHT`] unanswered requests (its client is not reading).
+    Busy,
+    /// A request with this id is still in flight in the session.
+    DuplicateId,
 }
 
 impl Registry {
@@ -74,6 +96,7 @@ impl Registry {
         let (out_tx, mut out_rx) = mpsc::channel::<ServerJsonRpcMessage>(32);
         let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let last_seen = Arc::new(Mutex::new(Instant::now()));
+        let in_flight = InFlight::default();
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -82,6 +105,7 @@ impl Registry {
                 Session {
                     inbound: in_tx,
                     last_seen: last_seen.clone(),
+                    in_flight: in_flight.clone(),
                 },
             );
         metrics::sessions_changed("sse", 1);
@@ -117,8 +141,22 @@ impl Registry {
                         Some(msg) => {
                             let json = serde_json::to_string(&msg).unwrap_or_default();
                             *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                            if body_tx.send(Bytes::from(format!("event: message\ndata: {json}\n\n"))).await.is_err() {
-                                break;
+                            let event = Bytes::from(format!("event: message\ndata: {json}\n\n"));
+                            match tokio::time::timeout(SLOW_READER_GRACE, body_tx.send(event)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break,
+                                Err(_) => {
+                                    tracing::info!(session = %id, "legacy SSE client does not read its stream; closing the session");
+                                    break;
+                                }
+                            }
+                            let answered = match &msg {
+                                ServerJsonRpcMessage::Response(r) => Some(id_key(&r.id)),
+                                ServerJsonRpcMessage::Error(e) => e.id.as_ref().map(id_key),
+                                _ => None,
+                            };
+                            if let Some(key) = answered {
+                                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
                             }
                         }
                         None => break,
@@ -129,7 +167,8 @@ impl Registry {
                             tracing::debug!(session = %id, "legacy SSE session idle; closing");
                             break;
                         }
-                        if body_tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        let ping = body_tx.send(Bytes::from_static(b": keep-alive\n\n"));
+                        if !matches!(tokio::time::timeout(SLOW_READER_GRACE, ping).await, Ok(Ok(()))) {
                             break;
                         }
                     }
@@ -161,13 +200,34 @@ impl Registry {
 
     /// Delivers one client message to its session.
     pub async fn post(&self, session_id: &str, body: &[u8]) -> Result<(), PostError> {
-        let (mut inbound, last_seen) = {
+        let (mut inbound, last_seen, in_flight) = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let s = sessions.get(session_id).ok_or(PostError::UnknownSession)?;
-            (s.inbound.clone(), s.last_seen.clone())
+            (s.inbound.clone(), s.last_seen.clone(), s.in_flight.clone())
         };
         let message: ClientJsonRpcMessage =
             serde_json::from_slice(body).map_err(|e| PostError::Malformed(e.to_string()))?;
+        if let ClientJsonRpcMessage::Request(r) = &message {
+            let mut pending = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let key = id_key(&r.id);
+            if pending.contains(&key) {
+                return Err(PostError::DuplicateId);
+            }
+            if pending.len() >= MAX_IN_FLIGHT {
+                return Err(PostError::Busy);
+            }
+            pending.insert(key);
+        }
+        // A cancelled request gets no answer: it is no longer in flight.
+        if let ClientJsonRpcMessage::Notification(n) = &message
+            && let rmcp::model::ClientNotification::CancelledNotification(c) = &n.notification
+            && let Some(id) = &c.params.request_id
+        {
+            in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id_key(id));
+        }
         *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         inbound.send(message).await.map_err(|_| PostError::Closed)
     }

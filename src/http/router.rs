@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use rmcp::model::ClientJsonRpcMessage;
 
 use super::{Body, State, access, auth::AuthFailure};
-use crate::{metrics, tools::ClientAddr};
+use crate::{json_limits, metrics, tools::ClientAddr};
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
@@ -250,13 +250,54 @@ async fn route(
     (Some(route), resp)
 }
 
-async fn read_body(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+/// Bodies above this size wait for one of [`LARGE_BODY_PERMITS`] before they are read, so that
+/// only a few multi-megabyte bodies (and their parses) are in memory at once.
+const LARGE_BODY_BYTES: u64 = 64 * 1024;
+static LARGE_BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// A request body, read whole and checked against [`json_limits::MESSAGE_LIMITS`] before
+/// anything builds a JSON tree from it. The permit (for large bodies) is held by the caller
+/// until the request is answered.
+struct ReadBody {
+    parts: http::request::Parts,
+    bytes: Bytes,
+    _permit: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<ReadBody, Response<Body>> {
     let (parts, body) = req.into_parts();
+    let declared = http_body::Body::size_hint(&body).exact();
+    let permit = if declared.is_none_or(|n| n > LARGE_BODY_BYTES) {
+        Some(
+            LARGE_BODY_PERMITS
+                .acquire()
+                .await
+                .expect("the semaphore is never closed"),
+        )
+    } else {
+        None
+    };
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            match json_limits::check(&bytes, &json_limits::MESSAGE_LIMITS) {
+                Ok(()) => Ok(ReadBody {
+                    parts,
+                    bytes,
+                    _permit: permit,
+                }),
+                Err(json_limits::LimitError::Syntax(e)) => Err(jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    &format!("Parse error: {e}"),
+                )),
+                Err(e) => Err(jsonrpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    -32600,
+                    &format!("Invalid Request: {e}"),
+                )),
+            }
+        }
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
@@ -286,23 +327,38 @@ async fn legacy_post(state: &Arc<State>, req: Request<Incoming>, limit: usize) -
             "sessionId query parameter is required",
         );
     };
-    let (_, body) = match read_body(req, limit).await {
+    let read = match read_body(req, limit).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let body = &read.bytes;
     use super::legacy_sse::PostError;
-    match state.legacy.post(&session, &body).await {
+    match state.legacy.post(&session, body).await {
         Ok(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
         Err(PostError::UnknownSession) => json_error(
             StatusCode::NOT_FOUND,
             "unknown_session",
             "no such SSE session; open a new one with GET",
         ),
-        Err(PostError::Malformed(e)) => invalid_message(&body, &e),
+        Err(PostError::Malformed(e)) => invalid_message(body, &e),
         Err(PostError::Closed) => json_error(
             StatusCode::GONE,
             "session_closed",
             "the SSE session has ended",
+        ),
+        Err(PostError::Busy) => with_header(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "session_busy",
+                "too many unanswered requests in this session: read the event stream",
+            ),
+            header::RETRY_AFTER,
+            "1",
+        ),
+        Err(PostError::DuplicateId) => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: a request with this id is still in flight in this session",
         ),
     }
 }
@@ -325,6 +381,18 @@ async fn mcp(
                     StatusCode::NOT_ACCEPTABLE,
                     "not_acceptable",
                     "GET opens an SSE stream: accept text/event-stream",
+                );
+            }
+            if state.config.load().server.stateless {
+                // --stateless never creates sessions, and a legacy SSE stream is one.
+                return with_header(
+                    json_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "stateless",
+                        "this server is stateless: it opens no SSE sessions; POST messages",
+                    ),
+                    header::ALLOW,
+                    "POST",
                 );
             }
             state.open_legacy(peer).await
@@ -360,7 +428,11 @@ async fn mcp(
             }
             // Read and parse here for every POST, so that malformed JSON is a 400 with a
             // JSON-RPC parse error (rmcp answers a bad body in a session with 415).
-            let (mut parts, body) = match read_body(req, limit).await {
+            let ReadBody {
+                mut parts,
+                bytes: body,
+                _permit,
+            } = match read_body(req, limit).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
