@@ -61,7 +61,10 @@ pub fn build_services(config: &Config, activation: Option<Arc<Cache>>) -> Servic
         provider,
         config.upstream.clone(),
     );
-    Services::new(client, config.diagnosis.clone(), activation)
+    let mut services = Services::new(client, config.diagnosis.clone(), activation);
+    services.local_root = config.local.root.clone();
+    services.tool_set = config.local.tools;
+    services
 }
 
 /// Installs the process-wide rustls crypto provider (needed before any HTTPS client or server).

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod json_limits;
+pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

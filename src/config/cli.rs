@@ -298,4 +298,12 @@ pub struct ServerArgs {
     /// Log level or filter, e.g. info, debug, sysom_mcp=trace (env: RUST_LOG) [default: info]
     #[arg(global = true, long, env = "RUST_LOG", value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Directory the local diagnosis tools read /proc, /sys and /dev/kmsg under [default: /]
+    #[arg(global = true, long, env = "SYSOM_MCP_LOCAL_ROOT", value_name = "DIR")]
+    pub local_root: Option<PathBuf>,
+    /// Tools to list: auto (local tools, plus the cloud tools when credentials are configured at
+    /// start), all, cloud or local [default: auto]
+    #[arg(global = true, long, env = "SYSOM_MCP_TOOLS", value_name = "SET")]
+    pub tools: Option<String>,
 }

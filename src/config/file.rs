@@ -28,6 +28,15 @@ pub struct FileConfig {
     pub credentials: CredentialsSection,
     #[serde(default)]
     pub logging: LoggingSection,
+    #[serde(default)]
+    pub local: LocalSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    pub root: Option<PathBuf>,
+    pub tools: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

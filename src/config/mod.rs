@@ -56,6 +56,38 @@ pub struct Config {
     pub diagnosis: DiagnosisSettings,
     pub credentials: CredentialSettings,
     pub logging: LogSettings,
+    pub local: LocalSettings,
+}
+
+/// The local diagnosis engine and which tools are listed.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// Where /proc, /sys and /dev/kmsg are read (`/` on a live host).
+    pub root: PathBuf,
+    pub tools: ToolSet,
+}
+
+/// Which tools `tools/list` shows. Every tool stays callable whatever is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolSet {
+    /// The local tools, plus the 21 cloud tools when credentials are configured at start: a
+    /// server without credentials lists only tools that work.
+    Auto,
+    All,
+    Cloud,
+    Local,
+}
+
+impl ToolSet {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auto" => Self::Auto,
+            "all" => Self::All,
+            "cloud" => Self::Cloud,
+            "local" => Self::Local,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -507,6 +539,16 @@ pub fn resolve(
         ),
     };
 
+    let tools_raw = pick(args.tools.clone(), file.local.tools, "auto".into());
+    let local = LocalSettings {
+        root: pick(args.local_root.clone(), file.local.root, PathBuf::from("/")),
+        tools: ToolSet::parse(&tools_raw)
+            .ok_or_else(|| invalid("local.tools", "must be auto, all, cloud or local"))?,
+    };
+    if !local.root.is_dir() {
+        return Err(invalid("local.root", "must be an existing directory"));
+    }
+
     Ok(Config {
         config_path,
         server,
@@ -519,6 +561,7 @@ pub fn resolve(
         diagnosis,
         credentials,
         logging,
+        local,
     })
 }
 

@@ -1,4 +1,5 @@
-//! The 21 SysOM tools and the MCP server that serves them.
+//! The 21 SysOM tools, the local diagnosis tools (`crate::local`) and the MCP server that serves
+//! them.
 //!
 //! Tools are declared as a table ([`ToolDef`]): a parameter struct (its JSON Schema is the input
 //! schema), an envelope type (the output schema) and an async function. Arguments are parsed
@@ -35,7 +36,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::DiagnosisSettings, metrics, upstream};
+use crate::{
+    config::{DiagnosisSettings, ToolSet},
+    metrics, upstream,
+};
 
 type JsonObject = Map<String, Value>;
 type BoxFuture = Pin<Box<dyn Future<Output = Value> + Send>>;
@@ -52,6 +56,10 @@ pub struct Services {
     /// Tells one set of services (credentials, endpoint) from the next after a reload, so
     /// calls are only coalesced when they would reach SysOM with the same identity.
     pub generation: u64,
+    /// Where the local tools read kernel interfaces (`/` on a live host).
+    pub local_root: std::path::PathBuf,
+    /// Which tools are listed.
+    pub tool_set: ToolSet,
 }
 
 impl Services {
@@ -78,6 +86,8 @@ impl Services {
             activation: activation.unwrap_or_default(),
             flights: coalesce::Flights::default(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            local_root: "/".into(),
+            tool_set: ToolSet::Auto,
         }
     }
 }
@@ -144,12 +154,16 @@ pub enum Effect {
     Idempotent,
     /// Changes state each time (creates something).
     Creates,
+    /// Only reads this host: no cloud or other outside system is involved.
+    LocalReadOnly,
 }
 
 fn annotations(effect: Effect) -> ToolAnnotations {
-    let a = ToolAnnotations::new().read_only(matches!(effect, Effect::ReadOnly));
+    let a = ToolAnnotations::new()
+        .read_only(matches!(effect, Effect::ReadOnly | Effect::LocalReadOnly));
     let a = match effect {
         Effect::ReadOnly => a,
+        Effect::LocalReadOnly => return a.open_world(false),
         Effect::Idempotent => a.idempotent(true).destructive(false),
         Effect::Creates => a.idempotent(false).destructive(false),
     };
@@ -227,13 +241,38 @@ where
     }
 }
 
-/// All 21 tools, in the original server's order.
-fn all_tools() -> Vec<ToolDef> {
+/// The 21 cloud tools, in the original server's order.
+fn cloud_tools() -> Vec<ToolDef> {
     let mut tools = am::tools();
     tools.extend(diagnosis::tools());
     tools.extend(crash::tools());
     tools.extend(activation::tools());
     tools
+}
+
+/// Every tool: the local ones first (they work on any host), then the cloud ones.
+fn all_tools() -> Vec<ToolDef> {
+    let mut tools = crate::local::tools();
+    tools.extend(cloud_tools());
+    tools
+}
+
+fn is_local(t: &ToolDef) -> bool {
+    t.tool.name.starts_with("local_")
+}
+
+/// The tools `tools/list` shows: decided once at start, so every session sees the same list.
+fn listed(tools: &[ToolDef], set: ToolSet, credentials: bool) -> Vec<Tool> {
+    tools
+        .iter()
+        .filter(|t| match set {
+            ToolSet::All => true,
+            ToolSet::Local => is_local(t),
+            ToolSet::Cloud => !is_local(t),
+            ToolSet::Auto => is_local(t) || credentials,
+        })
+        .map(|t| t.tool.clone())
+        .collect()
 }
 
 /// The MCP server. Cheap to clone: each HTTP session gets a clone sharing everything.
@@ -242,15 +281,24 @@ fn all_tools() -> Vec<ToolDef> {
 pub struct SysomServer {
     services: Arc<ArcSwap<Services>>,
     tools: Arc<Vec<ToolDef>>,
+    /// What `tools/list` answers; every tool in `tools` is callable.
+    listed: Arc<Vec<Tool>>,
     /// The peer of a legacy SSE session, for logs (Streamable HTTP carries it per request).
     client: Option<std::net::SocketAddr>,
 }
 
 impl SysomServer {
     pub fn new(services: Services) -> Self {
+        let tools = all_tools();
+        let listed = listed(
+            &tools,
+            services.tool_set,
+            services.upstream.credentials().is_configured(),
+        );
         Self {
             services: Arc::new(ArcSwap::from_pointee(services)),
-            tools: Arc::new(all_tools()),
+            tools: Arc::new(tools),
+            listed: Arc::new(listed),
             client: None,
         }
     }
@@ -279,7 +327,7 @@ impl SysomServer {
     }
 
     pub fn tool_list(&self) -> Vec<Tool> {
-        self.tools.iter().map(|t| t.tool.clone()).collect()
+        self.listed.as_ref().clone()
     }
 }
 
@@ -483,7 +531,7 @@ mod tests {
 
     #[test]
     fn twenty_one_tools_with_unique_names_and_output_schemas() {
-        let tools = all_tools();
+        let tools = cloud_tools();
         assert_eq!(tools.len(), 21);
         let mut names: Vec<_> = tools.iter().map(|t| t.tool.name.to_string()).collect();
         names.sort();

@@ -37,6 +37,8 @@ DEFAULT_SERVER_ENV = {
     "SYSOM_MCP_DIAGNOSIS_TIMEOUT": "3",
     "SYSOM_MCP_LOG": "stderr",
     "RUST_LOG": "info",
+    # The cloud tools only: these tests are about the SysOM side; the local tools have their own.
+    "SYSOM_MCP_TOOLS": "cloud",
 }
 
 

@@ -44,7 +44,7 @@ nginx_step() {
     c=$(mktemp); cursor "$c"
     ckv "one client, 6 Streamable HTTP memgraph calls via nginx" \
         client http --url http://127.0.0.1:7140/mcp/unified --token "$TOKEN" --list \
-            --expect-tools 21 --call memgraph --args "$MEMGRAPH_ARGS" --repeat 6
+            --expect-tools "$EXPECTED_TOOLS" --call memgraph --args "$MEMGRAPH_ARGS" --repeat 6
     local n1 n2
     # journald may lag behind the last call by a moment
     wait_until 5 bash -c "[ \$(( \$(journalctl -b -q --no-pager --after-cursor='$(cat "$c")' SYSOM_TOOL=memgraph -o cat | wc -l) )) -ge 6 ]"
@@ -88,10 +88,10 @@ nginx_step() {
     CURL_EXTRA=
     ckv "guide's sse_client over https: session, 21 tools, memgraph with progress" \
         client sse --url https://mcp.example.com/mcp/unified --cafile "$crt" --token "$TOKEN" \
-            --list --expect-tools 21 --call memgraph --args "$MEMGRAPH_ARGS" --min-progress 1
+            --list --expect-tools "$EXPECTED_TOOLS" --call memgraph --args "$MEMGRAPH_ARGS" --min-progress 1
     ck "streamable HTTP client over https" \
         client http --url https://mcp.example.com/mcp/unified --cafile "$crt" --token "$TOKEN" \
-            --list --expect-tools 21
+            --list --expect-tools "$EXPECTED_TOOLS"
     ck "wrong token through the proxy -> 401" bash -c \
         "test \"\$(curl -s --cacert '$crt' -o /dev/null -w '%{http_code}' -X POST https://mcp.example.com/mcp/unified -H 'Content-Type: application/json' -H 'Authorization: Bearer nope' -d '{}')\" = 401"
     ck "direct request with Host 127.0.0.1:7140 refused (allowed_hosts)" bash -c \

@@ -145,7 +145,10 @@ EOF
     rm -f "$hdr" "$body"
     return $rc
 }
-tools_list_is_21() { [ "$(curl_tools_list "$@")" = 21 ]; }
+# With credentials the packaged server lists the 21 cloud tools and the local ones.
+LOCAL_TOOLS=11
+EXPECTED_TOOLS=$((21 + LOCAL_TOOLS))
+tools_list_is_21() { [ "$(curl_tools_list "$@")" = "$EXPECTED_TOOLS" ]; }
 # http_status TOKEN -> prints the HTTP status of a tools/list POST; the 401 details go to stderr
 http_status_401() {
     local tok=$1 hdr
@@ -258,7 +261,7 @@ step3() {
 step4() {
     begin "4 guide's Python sse_client: activation, status, 21 tools, memgraph with progress"
     ckv "sse_client: list 21 tools + memgraph call with >=1 progress" \
-        client sse --url "$URL" --token "$TOKEN" --list --expect-tools 21 \
+        client sse --url "$URL" --token "$TOKEN" --list --expect-tools "$EXPECTED_TOOLS" \
             --call memgraph --args "$MEMGRAPH_ARGS" --min-progress 1
     ck "service active (socket-activated)" is_state sysom-mcp.service active
     local st
@@ -281,7 +284,7 @@ step5() {
     ck "guide's 'curl $URL' (GET, bearer) opens an SSE stream with an endpoint event" \
         bash -c "curl -sN --max-time 3 -H 'Authorization: Bearer $TOKEN' '$URL' | grep -m1 -q '^event: endpoint'"
     ckv "python streamable HTTP client: 21 tools + memgraph with progress" \
-        client http --url "$URL" --token "$TOKEN" --list --expect-tools 21 \
+        client http --url "$URL" --token "$TOKEN" --list --expect-tools "$EXPECTED_TOOLS" \
             --call memgraph --args "$MEMGRAPH_ARGS" --min-progress 1
     ck "/healthz without token -> 200" curl -sf --max-time 5 http://127.0.0.1:7140/healthz
     finish

@@ -1,0 +1,436 @@
+//! local_memgraph: where the memory went — meminfo breakdown, slab, page cache, shmem/tmpfs,
+//! hugepages, top processes by RSS (PSS for the top few), cgroup v2 per service and pod, PSI.
+
+use procfs_core::{Meminfo, process::Status};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{
+    cgroup, disk,
+    findings::{Findings, Severity, human_bytes, percent},
+    psi::{self, Psi},
+    root::Root,
+};
+
+/// MemAvailable below this share of MemTotal is memory pressure (SysOM's own local classifier,
+/// aliyun/alibabacloud-aiops-skills `sysom_cli/memory/lib/classify_engine.py`).
+pub const MEM_AVAILABLE_LOW_PCT: f64 = 8.0;
+/// Free swap below this share of SwapTotal (same source).
+pub const SWAP_FREE_LOW_PCT: f64 = 15.0;
+/// A cgroup using this share of its memory.max is close to an OOM kill: reclaim can no longer
+/// keep up once anon memory dominates (engine's choice, leaving headroom for one allocation burst).
+pub const CGROUP_NEAR_LIMIT_PCT: f64 = 90.0;
+/// Anonymous share of a cgroup's memory above which reclaim cannot free it (engine's choice:
+/// file pages below 10 % leave reclaim nothing to take, so growth means an OOM kill).
+pub const CGROUP_ANON_DOMINANT_PCT: f64 = 80.0;
+/// Unreclaimable slab above this share of MemTotal suggests a kernel memory leak (engine's
+/// choice; a healthy host keeps SUnreclaim to a few percent).
+pub const SUNRECLAIM_HIGH_PCT: f64 = 10.0;
+/// Processes listed by RSS; PSS is read (smaps_rollup walks every mapping) only for the first few.
+const TOP_PROCESSES: usize = 10;
+const PSS_FOR: usize = 5;
+const TOP_CGROUPS: usize = 10;
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MemoryFigures {
+    /// /proc/meminfo, bytes.
+    pub meminfo: Option<MeminfoFigures>,
+    /// /proc/pressure/memory.
+    pub psi: Option<Psi>,
+    pub top_processes: Vec<ProcessMemory>,
+    /// cgroup v2 groups with the most memory.current (services, pods).
+    pub cgroups: Vec<CgroupMemory>,
+    pub hugepages: Vec<HugepagePool>,
+    /// tmpfs mounts and what they hold (tmpfs pages are shmem: not freed by reclaim).
+    pub tmpfs: Vec<TmpfsUse>,
+    pub processes_scanned: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MeminfoFigures {
+    pub total: u64,
+    pub free: u64,
+    pub available: u64,
+    pub buffers: u64,
+    pub page_cache: u64,
+    pub shmem: u64,
+    pub anon: u64,
+    pub slab_reclaimable: u64,
+    pub slab_unreclaimable: u64,
+    pub kernel_stack: u64,
+    pub page_tables: u64,
+    pub vmalloc_used: u64,
+    pub hugetlb: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+    pub dirty: u64,
+    pub committed_as: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProcessMemory {
+    pub pid: i32,
+    pub name: String,
+    /// Resident set size, bytes.
+    pub rss: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+    pub swap: u64,
+    /// Proportional set size, bytes (read for the first few only).
+    pub pss: Option<u64>,
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CgroupMemory {
+    pub path: String,
+    /// memory.current, bytes.
+    pub current: u64,
+    /// memory.max, bytes; null when unlimited.
+    pub max: Option<u64>,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    /// memory.events oom_kill.
+    pub oom_kills: u64,
+    /// memory.events max: times usage hit memory.max.
+    pub max_events: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HugepagePool {
+    pub size_kib: u64,
+    pub total: u64,
+    pub free: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TmpfsUse {
+    pub mountpoint: String,
+    pub used: u64,
+    pub size: u64,
+}
+
+pub fn meminfo(root: &Root, f: &mut Findings) -> Option<MeminfoFigures> {
+    match root.parse::<Meminfo>("/proc/meminfo") {
+        Ok(m) => Some(MeminfoFigures {
+            total: m.mem_total,
+            free: m.mem_free,
+            available: m.mem_available.unwrap_or(m.mem_free + m.cached),
+            buffers: m.buffers,
+            page_cache: m.cached,
+            shmem: m.shmem.unwrap_or(0),
+            anon: m.anon_pages.unwrap_or(0),
+            slab_reclaimable: m.s_reclaimable.unwrap_or(0),
+            slab_unreclaimable: m.s_unreclaim.unwrap_or(0),
+            kernel_stack: m.kernel_stack.unwrap_or(0),
+            page_tables: m.page_tables.unwrap_or(0),
+            vmalloc_used: m.vmalloc_used,
+            hugetlb: m.hugetlb.unwrap_or(0),
+            swap_total: m.swap_total,
+            swap_free: m.swap_free,
+            dirty: m.dirty,
+            committed_as: m.committed_as,
+        }),
+        Err(e) => {
+            f.unavailable("Memory totals", &e);
+            None
+        }
+    }
+}
+
+/// Findings on the host-wide figures; shared with triage.
+pub fn judge_meminfo(m: &MeminfoFigures, f: &mut Findings) {
+    let avail_pct = percent(m.available, m.total);
+    if avail_pct < MEM_AVAILABLE_LOW_PCT {
+        f.add(
+            Severity::Critical,
+            format!("Memory nearly exhausted: {:.1}% available", avail_pct),
+            format!(
+                "MemAvailable {} of MemTotal {} (below {MEM_AVAILABLE_LOW_PCT}%); anon {}, page cache {}, shmem {}, unreclaimable slab {}",
+                human_bytes(m.available),
+                human_bytes(m.total),
+                human_bytes(m.anon),
+                human_bytes(m.page_cache),
+                human_bytes(m.shmem),
+                human_bytes(m.slab_unreclaimable)
+            ),
+            "/proc/meminfo",
+        );
+        f.next(
+            "local_oomcheck",
+            "memory is nearly exhausted; see whether the OOM killer has run",
+        );
+    } else {
+        f.add(
+            Severity::Info,
+            format!("{:.1}% of memory available", avail_pct),
+            format!(
+                "MemAvailable {} of {}; anon {}, page cache {}, shmem {}, slab {} (unreclaimable {})",
+                human_bytes(m.available),
+                human_bytes(m.total),
+                human_bytes(m.anon),
+                human_bytes(m.page_cache),
+                human_bytes(m.shmem),
+                human_bytes(m.slab_reclaimable + m.slab_unreclaimable),
+                human_bytes(m.slab_unreclaimable)
+            ),
+            "/proc/meminfo",
+        );
+    }
+    if m.swap_total > 0 {
+        let free_pct = percent(m.swap_free, m.swap_total);
+        if free_pct < SWAP_FREE_LOW_PCT {
+            f.add(
+                Severity::Warning,
+                format!("Swap nearly full: {:.1}% free", free_pct),
+                format!(
+                    "SwapFree {} of SwapTotal {} (below {SWAP_FREE_LOW_PCT}%)",
+                    human_bytes(m.swap_free),
+                    human_bytes(m.swap_total)
+                ),
+                "/proc/meminfo",
+            );
+        }
+    }
+    let sunr_pct = percent(m.slab_unreclaimable, m.total);
+    if sunr_pct > SUNRECLAIM_HIGH_PCT {
+        f.add(
+            Severity::Warning,
+            format!("Unreclaimable slab holds {:.1}% of memory", sunr_pct),
+            format!(
+                "SUnreclaim {} of MemTotal {} (above {SUNRECLAIM_HIGH_PCT}%): kernel objects that reclaim cannot free; a steady rise is a kernel memory leak (see /proc/slabinfo as root)",
+                human_bytes(m.slab_unreclaimable),
+                human_bytes(m.total)
+            ),
+            "/proc/meminfo",
+        );
+    }
+}
+
+/// Top processes by RSS from /proc/PID/status (one small file per process, opened and closed
+/// in turn).
+pub fn top_processes(root: &Root, f: &mut Findings, n: usize) -> (Vec<ProcessMemory>, usize) {
+    let pids = match root.pids("/proc") {
+        Ok(p) => p,
+        Err(e) => {
+            f.unavailable("The process list", &e);
+            return (Vec::new(), 0);
+        }
+    };
+    let kib = |v: Option<u64>| v.unwrap_or(0) * 1024;
+    let mut procs: Vec<ProcessMemory> = pids
+        .iter()
+        .filter_map(|&pid| {
+            let s: Status = root.parse(&format!("/proc/{pid}/status")).ok()?;
+            Some(ProcessMemory {
+                pid,
+                name: s.name,
+                rss: kib(s.vmrss),
+                rss_anon: kib(s.rssanon),
+                rss_file: kib(s.rssfile),
+                rss_shmem: kib(s.rssshmem),
+                swap: kib(s.vmswap),
+                pss: None,
+                cgroup: None,
+            })
+        })
+        .collect();
+    let scanned = procs.len();
+    procs.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
+    procs.truncate(n);
+    for (i, p) in procs.iter_mut().enumerate() {
+        p.cgroup = cgroup::of_pid(root, p.pid);
+        if i < PSS_FOR {
+            p.pss = pss(root, p.pid);
+        }
+    }
+    (procs, scanned)
+}
+
+fn pss(root: &Root, pid: i32) -> Option<u64> {
+    let text = root.read(&format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix("Pss:")?;
+        Some(v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
+    })
+}
+
+pub fn cgroups(root: &Root, f: &mut Findings) -> Vec<CgroupMemory> {
+    if let Err(e) = cgroup::unified(root) {
+        f.unavailable("cgroup v2 memory accounting", &e);
+        return Vec::new();
+    }
+    let mut groups: Vec<CgroupMemory> = cgroup::walk(root)
+        .into_iter()
+        .filter(|cg| cg != "/")
+        .filter_map(|cg| {
+            let dir = cgroup::dir_of(&cg);
+            let current = root.read_u64(&format!("{dir}/memory.current"))?;
+            let stat =
+                cgroup::flat_keyed(&root.read(&format!("{dir}/memory.stat")).unwrap_or_default());
+            let events = cgroup::flat_keyed(
+                &root
+                    .read(&format!("{dir}/memory.events"))
+                    .unwrap_or_default(),
+            );
+            Some(CgroupMemory {
+                max: root.read_u64(&format!("{dir}/memory.max")),
+                anon: stat.get("anon").copied().unwrap_or(0),
+                file: stat.get("file").copied().unwrap_or(0),
+                shmem: stat.get("shmem").copied().unwrap_or(0),
+                oom_kills: events.get("oom_kill").copied().unwrap_or(0),
+                max_events: events.get("max").copied().unwrap_or(0),
+                current,
+                path: cg,
+            })
+        })
+        .collect();
+    for g in &groups {
+        let Some(max) = g.max else { continue };
+        let use_pct = percent(g.current, max);
+        let anon_pct = percent(g.anon, g.current);
+        if use_pct >= CGROUP_NEAR_LIMIT_PCT {
+            let growing = anon_pct >= CGROUP_ANON_DOMINANT_PCT;
+            f.add(
+                if growing { Severity::Critical } else { Severity::Warning },
+                format!("cgroup {} at {:.1}% of its memory limit", g.path, use_pct),
+                format!(
+                    "memory.current {} of memory.max {} (at or above {CGROUP_NEAR_LIMIT_PCT}%); anon {} ({:.1}%), file {}, shmem {}; limit hit {} time(s), {} OOM kill(s) so far.{}",
+                    human_bytes(g.current),
+                    human_bytes(max),
+                    human_bytes(g.anon),
+                    anon_pct,
+                    human_bytes(g.file),
+                    human_bytes(g.shmem),
+                    g.max_events,
+                    g.oom_kills,
+                    if growing {
+                        " Anonymous memory dominates, so reclaim cannot make room: a leak or undersized limit that ends in an OOM kill."
+                    } else {
+                        ""
+                    }
+                ),
+                format!("{}/memory.current", cgroup::dir_of(&g.path)),
+            );
+            f.next(
+                "local_oomcheck",
+                format!("cgroup {} is at its memory limit", g.path),
+            );
+        }
+    }
+    groups.sort_by(|a, b| b.current.cmp(&a.current).then(a.path.cmp(&b.path)));
+    groups.truncate(TOP_CGROUPS);
+    groups
+}
+
+fn hugepages(root: &Root) -> Vec<HugepagePool> {
+    const DIR: &str = "/sys/kernel/mm/hugepages";
+    root.list(DIR)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|d| {
+            let size_kib = d
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(HugepagePool {
+                size_kib,
+                total: root.read_u64(&format!("{DIR}/{d}/nr_hugepages"))?,
+                free: root
+                    .read_u64(&format!("{DIR}/{d}/free_hugepages"))
+                    .unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+pub fn collect(root: &Root) -> (Findings, MemoryFigures) {
+    let mut f = Findings::default();
+    let meminfo = meminfo(root, &mut f);
+    if let Some(m) = &meminfo {
+        judge_meminfo(m, &mut f);
+    }
+    let psi = psi::read(root, "memory", &mut f);
+    if let Some(p) = &psi {
+        psi::judge_memory(p, &mut f);
+    }
+    let (top, scanned) = top_processes(root, &mut f, TOP_PROCESSES);
+    if let (Some(m), Some(p)) = (&meminfo, top.first()) {
+        f.add(
+            Severity::Info,
+            format!(
+                "Largest process: {} (pid {}), {} RSS",
+                p.name,
+                p.pid,
+                human_bytes(p.rss)
+            ),
+            format!(
+                "{:.1}% of MemTotal; anon {}, file {}, shmem {}, swap {}{}",
+                percent(p.rss, m.total),
+                human_bytes(p.rss_anon),
+                human_bytes(p.rss_file),
+                human_bytes(p.rss_shmem),
+                human_bytes(p.swap),
+                p.cgroup
+                    .as_deref()
+                    .map(|c| format!(", cgroup {c}"))
+                    .unwrap_or_default()
+            ),
+            format!("/proc/{}/status", p.pid),
+        );
+    }
+    let cgroups = cgroups(root, &mut f);
+    let hugepages = hugepages(root);
+    for h in &hugepages {
+        if h.total > 0 && h.free == h.total {
+            f.add(
+                Severity::Warning,
+                format!("{} hugepages of {} KiB reserved and unused", h.total, h.size_kib),
+                format!(
+                    "{} reserved in the hugetlb pool, all free: memory no process can use unless it maps hugetlbfs",
+                    human_bytes(h.total * h.size_kib * 1024)
+                ),
+                "/sys/kernel/mm/hugepages",
+            );
+        }
+    }
+    let tmpfs: Vec<TmpfsUse> = disk::mounts(root)
+        .into_iter()
+        .filter(|m| m.fstype == "tmpfs")
+        .filter_map(|m| {
+            let s = root.statvfs(&m.mountpoint).ok()?;
+            Some(TmpfsUse {
+                used: s.size.saturating_sub(s.free),
+                size: s.size,
+                mountpoint: m.mountpoint,
+            })
+        })
+        .filter(|t| t.used > 0)
+        .collect();
+    if let Some(m) = &meminfo {
+        let tmpfs_total: u64 = tmpfs.iter().map(|t| t.used).sum();
+        if percent(tmpfs_total, m.total) > 10.0 {
+            f.add(
+                Severity::Warning,
+                format!("tmpfs holds {} ({:.1}% of memory)", human_bytes(tmpfs_total), percent(tmpfs_total, m.total)),
+                "Files on tmpfs are shmem: reclaim cannot drop them, only deleting the files frees the memory".to_string(),
+                "/proc/self/mountinfo",
+            );
+        }
+    }
+    (
+        f,
+        MemoryFigures {
+            meminfo,
+            psi,
+            top_processes: top,
+            cgroups,
+            hugepages,
+            tmpfs,
+            processes_scanned: scanned,
+        },
+    )
+}
