@@ -115,6 +115,7 @@ DEB_EXPECT="./usr/bin/sysom-mcp
 ./usr/share/doc/sysom-mcp/copyright
 ./usr/share/doc/sysom-mcp/examples/README
 ./usr/share/doc/sysom-mcp/examples/listen-address.conf
+./usr/share/doc/sysom-mcp/examples/local-diagnosis.conf
 ./usr/share/doc/sysom-mcp/examples/nginx-tls.conf
 ./usr/share/doc/sysom-mcp/examples/nginx-two-instances.conf
 ./usr/share/doc/sysom-mcp/examples/qwen-settings-sse.json
@@ -133,6 +134,7 @@ RPM_EXPECT="/usr/bin/sysom-mcp
 /usr/share/licenses/sysom-mcp/LICENSE
 /usr/share/doc/sysom-mcp/examples/README
 /usr/share/doc/sysom-mcp/examples/listen-address.conf
+/usr/share/doc/sysom-mcp/examples/local-diagnosis.conf
 /usr/share/doc/sysom-mcp/examples/nginx-tls.conf
 /usr/share/doc/sysom-mcp/examples/nginx-two-instances.conf
 /usr/share/doc/sysom-mcp/examples/qwen-settings-sse.json
@@ -268,6 +270,18 @@ if [ -n "$UNITDIR" ]; then
 			grep '✗' <<<"$out" | sed 's/^/    /'
 		fi
 	done
+	# The opt-in local-diagnosis drop-in: a drop-in's lines apply after the unit's, so the
+	# unit followed by the drop-in is the unit systemd runs; gate its exposure at <= 3.0.
+	cat "$U"/sysom-mcp.service "$TREE"/usr/share/doc/sysom-mcp/examples/local-diagnosis.conf >"$U"/sysom-mcp-local.service
+	out=$(cd "$U" && systemd-analyze security --offline=true --threshold=30 ./sysom-mcp-local.service 2>&1)
+	rc=$?
+	score=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$out")
+	if [ $rc = 0 ] && [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s <= 3.0) }'; then
+		pass "systemd-analyze security with local-diagnosis.conf: exposure $score <= 3.0"
+	else
+		fail "systemd-analyze security with local-diagnosis.conf: exposure '${score:-?}' (rc $rc), limit 3.0"
+	fi
+	rm -f "$U"/sysom-mcp-local.service
 	check "unit requests Type=notify, WatchdogSec, socket Accept=no, ListenStream=7140" sh -c "
 		grep -qx 'Type=notify' '$U/sysom-mcp.service' && grep -qx 'WatchdogSec=30s' '$U/sysom-mcp.service' &&
 		grep -qx 'Accept=no' '$U/sysom-mcp.socket' && grep -qx 'ListenStream=7140' '$U/sysom-mcp.socket'"

@@ -147,6 +147,11 @@ fn softirqs(root: &Root) -> Vec<SoftirqCount> {
         .collect()
 }
 
+/// Load figures are f32 in the kernel's text; two decimals as /proc/loadavg prints them.
+pub fn round2(v: f32) -> f64 {
+    (v as f64 * 100.0).round() / 100.0
+}
+
 pub fn loadavg(root: &Root, f: &mut Findings) -> Option<LoadAverage> {
     match root.parse::<LoadAverage>("/proc/loadavg") {
         Ok(l) => Some(l),
@@ -182,7 +187,7 @@ pub fn collect(root: &Root) -> (Findings, LoadFigures) {
 
     let (l1, l5, l15) = load
         .as_ref()
-        .map(|l| (l.one as f64, l.five as f64, l.fifteen as f64))
+        .map(|l| (round2(l.one), round2(l.five), round2(l.fifteen)))
         .unwrap_or_default();
     if let (Some(_), Some(n)) = (&load, cpus) {
         let per_cpu = l1 / n as f64;

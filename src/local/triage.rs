@@ -200,7 +200,7 @@ pub fn collect(root: &Root) -> (Findings, TriageFigures) {
             mem_total: mem.as_ref().map(|m| m.total),
             mem_available: mem.as_ref().map(|m| m.available),
             mem_available_pct: mem.as_ref().map(|m| round1(percent(m.available, m.total))),
-            load1: la.as_ref().map(|l| l.one as f64),
+            load1: la.as_ref().map(|l| load::round2(l.one)),
             cpus,
             running,
             uninterruptible: dstate.len(),
