@@ -56,11 +56,11 @@ package-check:
 # Development targets (test, lint, fmt, ...) go below this line.
 # ---------------------------------------------------------------------------
 
-.PHONY: test lint unit integration e2e bench
+.PHONY: test lint unit integration e2e bench fuzz
 
 # The whole suite, as CI runs it (.ci/run calls this). The package checks and the e2e test
 # need root (apt-get, systemd-nspawn).
-test: lint unit integration package-check e2e
+test: lint unit integration package-check e2e fuzz
 
 lint:
 	$(CARGO) fmt --check
@@ -68,6 +68,11 @@ lint:
 
 unit:
 	$(CARGO) test --locked
+
+# cargo-fuzz targets (fuzz/), each for FUZZ_SECONDS (default 20) on its saved corpus; skipped
+# with a note where no nightly toolchain exists (the corpora are replayed by `make unit`).
+fuzz:
+	fuzz/run.sh
 
 # Real MCP clients (Python mcp 1.x and 2.x) against the binary and the mock SysOM.
 integration:
