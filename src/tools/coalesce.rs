@@ -173,7 +173,7 @@ fn remove_if_same<V>(
 
 impl<V: Clone + Send + Sync + 'static> Ticket<V> {
     /// Waits for the result, passing each new progress to `on_progress`. Returns `None` when
-    /// `cancel` fires first: this caller cancelled (the task goes on if others are attached).
+    /// `cancel` fires first: this caller is leaving; see [`Ticket::cancelled`].
     pub async fn wait<P, PF>(&mut self, cancel: &CancellationToken, mut on_progress: P) -> Option<V>
     where
         P: FnMut(Progress) -> PF,
@@ -192,10 +192,7 @@ impl<V: Clone + Send + Sync + 'static> Ticket<V> {
                 State::Running(None) => {}
             }
             tokio::select! {
-                _ = cancel.cancelled() => {
-                    self.cancelled = true;
-                    return None;
-                }
+                _ = cancel.cancelled() => return None,
                 changed = rx.changed() => {
                     if changed.is_err() {
                         // The sender lives in the flight we hold; it cannot be gone.
@@ -204,6 +201,14 @@ impl<V: Clone + Send + Sync + 'static> Ticket<V> {
                 }
             }
         }
+    }
+}
+
+impl<V: Send + Sync + 'static> Ticket<V> {
+    /// Marks this caller's leaving as a cancellation: if it is the last caller, the task stops
+    /// at once instead of running on for the grace period.
+    pub fn cancelled(&mut self) {
+        self.cancelled = true;
     }
 }
 
@@ -246,6 +251,10 @@ impl<V: Send + Sync + 'static> Drop for Ticket<V> {
     }
 }
 
+/// How long after a cancellation the client's transport has closed if the cancellation came
+/// from a lost connection.
+const LOST_CONNECTION_SETTLE: Duration = Duration::from_millis(100);
+
 /// A shared diagnosis's result and the RequestId of the last SysOM answer it saw (for every
 /// caller's log record).
 pub type Outcome = (DiagnosisResult, Option<String>);
@@ -271,11 +280,23 @@ where
     if !ticket.started {
         tracing::debug!("attached to an identical diagnosis in flight");
     }
-    let (result, request_id) = ticket
+    let Some((result, request_id)) = ticket
         .wait(&ctx.cancel, |(done, total, message)| {
             ctx.progress(done, total, message)
         })
-        .await?;
+        .await
+    else {
+        // rmcp cancels a call both for notifications/cancelled and when the client's
+        // connection ends (stateless HTTP); the transport closes just after the latter. Only a
+        // real cancellation stops the shared task at once.
+        if !ctx.connection_lost() {
+            tokio::time::sleep(LOST_CONNECTION_SETTLE).await;
+        }
+        if !ctx.connection_lost() {
+            ticket.cancelled();
+        }
+        return None;
+    };
     upstream::note_request_id(request_id);
     Some(result)
 }
@@ -339,6 +360,7 @@ mod tests {
         let mut b = flights.join("k".into(), Duration::ZERO, task(&starts, &release));
         cancel_a.cancel();
         assert_eq!(a.wait(&cancel_a, no_progress).await, None);
+        a.cancelled();
         drop(a);
         release.cancel();
         assert_eq!(b.wait(&never, no_progress).await, Some(42));
@@ -357,6 +379,7 @@ mod tests {
         let stop = a.flight.stop.clone();
         cancel.cancel();
         assert_eq!(a.wait(&cancel, no_progress).await, None);
+        a.cancelled();
         drop(a);
         assert!(stop.is_cancelled(), "a cancelled task has no grace period");
         assert_eq!(flights.count(), 0);

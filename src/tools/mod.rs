@@ -96,6 +96,10 @@ impl Services {
 pub struct CallCtx {
     pub cancel: CancellationToken,
     progress: ProgressSink,
+    /// The client's session, to tell a cancellation from a lost connection.
+    peer: Option<Peer<RoleServer>>,
+    /// A sessionless HTTP request: nothing can cancel it but its connection ending.
+    sessionless: bool,
 }
 
 /// Where a tool's progress goes.
@@ -116,7 +120,14 @@ impl CallCtx {
         Self {
             cancel,
             progress: ProgressSink::Shared(reporter),
+            peer: None,
+            sessionless: false,
         }
+    }
+
+    /// Whether the client's connection is gone (rather than the call cancelled by the client).
+    pub fn connection_lost(&self) -> bool {
+        self.sessionless || self.peer.as_ref().is_some_and(Peer::is_transport_closed)
     }
 
     /// Sends a progress notification if the client asked for them; failures are not fatal.
@@ -346,6 +357,17 @@ fn client_addr(ctx: &RequestContext<RoleServer>) -> Option<std::net::SocketAddr>
         .map(|c| c.0)
 }
 
+/// Whether the call came as a stateless Streamable HTTP POST (no Mcp-Session-Id, no legacy
+/// SSE `sessionId`): such a call has no channel for notifications/cancelled.
+fn is_sessionless(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .is_some_and(|p| {
+            !p.headers.contains_key("mcp-session-id")
+                && !p.uri.query().unwrap_or("").contains("sessionId=")
+        })
+}
+
 /// Picks the fields the journal record carries out of an envelope.
 fn str_field<'a>(v: &'a Value, keys: &[&str]) -> &'a str {
     keys.iter()
@@ -454,6 +476,8 @@ impl ServerHandler for SysomServer {
                 Some(token) => ProgressSink::Peer(token, context.peer.clone()),
                 None => ProgressSink::None,
             },
+            peer: Some(context.peer.clone()),
+            sessionless: is_sessionless(&context),
         };
         let args = request.arguments.unwrap_or_default();
         let _running = metrics::ToolRunning::start();

@@ -191,6 +191,7 @@ DEFAULT_SCENARIO = {
     "responses": {},            # action -> dict merged over the default success body
     "diagnosis": {
         "polls_before_done": 1,  # GetDiagnosisResult answers Running this many times first
+        "seconds_before_done": 0,  # ... and also until the task is this many seconds old
         "final": "Success",      # Success | Fail | never
         "result": {"summary": "mock diagnosis ok", "items": [{"name": "check", "status": "normal"}]},
         "err_msg": "mock diagnosis failed",
@@ -483,7 +484,9 @@ def op_get_diagnosis_result(state: MockState, query: dict, body) -> dict:
         polls, diag = task["polls"], task["diagnosis"]
     final = diag["final"]
     result, err_msg = "", ""
-    if final == "never" or polls <= int(diag["polls_before_done"]):
+    age = (utc_now() - task["created"]).total_seconds()
+    if final == "never" or polls <= int(diag["polls_before_done"]) \
+            or age < float(diag.get("seconds_before_done") or 0):
         status = "Running"
     elif final == "Fail":
         status, err_msg = "Fail", diag["err_msg"]

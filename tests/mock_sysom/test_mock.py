@@ -319,6 +319,14 @@ def test_diagnosis_running_then_success(mock):
     assert json.loads(done["result"]) == {"summary": "ok"}
 
 
+def test_diagnosis_running_until_old_enough(mock):
+    mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 0.5})
+    task = invoke(mock)
+    assert poll(mock, task)["status"] == "Running"
+    time.sleep(0.6)
+    assert poll(mock, task)["status"] == "Success"
+
+
 def test_diagnosis_fail_never_and_raw(mock):
     mock.scenario(diagnosis={"polls_before_done": 0, "final": "Fail", "err_msg": "agent offline"})
     data = poll(mock, invoke(mock))
