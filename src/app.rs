@@ -43,6 +43,7 @@ pub fn main() -> ExitCode {
     let exit = match opts.command {
         Some(Command::Check) => check::run(&opts.server),
         Some(Command::Proxy { url, token_file }) => crate::proxy::run(url, token_file),
+        Some(Command::Token { action }) => crate::auth::command::run(action, &opts.server),
         None => serve(opts.server),
     };
     exit.into()

@@ -2,6 +2,7 @@
 //! tokens, and per-principal limits. The HTTP layer (`http::auth`) turns a request's
 //! credential into a [`Principal`]; the tools check its scopes.
 
+pub mod command;
 pub mod limits;
 pub mod oauth;
 pub mod scope;

@@ -18,8 +18,9 @@ CREDENTIALS (environment or $CREDENTIALS_DIRECTORY files; never in the config fi
   SYSOM_ECS_METADATA_ENDPOINT  ECS metadata service (default http://100.100.100.200)
   DASHSCOPE_API_KEY            accepted and ignored: sysom-mcp never calls an LLM
   CREDENTIALS_DIRECTORY        set by systemd LoadCredential=; also holds `mcp-tokens`
-Bearer tokens for MCP clients: one per line in each --token-file and in
-$CREDENTIALS_DIRECTORY/mcp-tokens; every listed token is accepted (rotation).
+Bearer tokens for MCP clients: `NAME SCOPES sha256:HEX` lines (made by `sysom-mcp token new`) in
+each --token-file and in $CREDENTIALS_DIRECTORY/mcp-tokens; every listed token is accepted
+(rotation). A line with a single word is a plain token of the old format (every scope).
 
 Precedence: built-in defaults < config file < environment < flags.
 Signals: SIGHUP reloads config, tokens, TLS certificates and credentials; SIGTERM drains and exits.
@@ -55,6 +56,39 @@ pub enum Command {
         /// File holding the bearer token to send (first non-comment line).
         #[arg(long, env = "SYSOM_MCP_PROXY_TOKEN_FILE", value_name = "PATH")]
         token_file: Option<PathBuf>,
+    },
+    /// Named bearer tokens with scopes (the tokens file keeps only their SHA-256).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token: prints it once on stdout and appends its name, scopes and hash to the
+    /// tokens file (created with mode 0600). Reload the service to use it.
+    New {
+        /// Principal name shown in logs and the audit trail (letters, digits, . _ - @)
+        name: String,
+        /// Scope to grant: read, diagnose or admin (repeatable or comma-separated)
+        #[arg(
+            long = "scope",
+            required = true,
+            value_delimiter = ',',
+            value_name = "SCOPE"
+        )]
+        scopes: Vec<String>,
+        /// Tokens file to append to [default: the first --token-file, else
+        /// /etc/sysom-mcp/credentials/mcp-tokens]
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// List token names and scopes (never the tokens or their hashes).
+    List {
+        /// Tokens file to list [default: every configured one]
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
 }
 

@@ -14,7 +14,7 @@ use std::{
 use ipnet::IpNet;
 use url::Url;
 
-pub use cli::{Command, Opts, ServerArgs};
+pub use cli::{Command, Opts, ServerArgs, TokenAction};
 
 /// Where the configuration file lives when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sysom-mcp/config.toml";

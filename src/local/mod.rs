@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use findings::{Finding, LocalResult, Severity};
 pub use root::Root;
 
+use crate::auth::Scope;
 use crate::tools::{CallCtx, Effect, Services, ToolDef, tool};
 use findings::{Findings, LocalSource};
 
@@ -266,6 +267,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, _p: NoParams, _ctx| {
                 snapshot("local_triage", root_of(&s), triage::collect)
             },
@@ -277,6 +279,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, _p: NoParams, _ctx| {
                 snapshot("local_memgraph", root_of(&s), memory::collect)
             },
@@ -288,6 +291,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: OomParams, _ctx| {
                 let root = root_of(&s);
                 async move {
@@ -303,6 +307,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, _p: NoParams, _ctx| {
                 snapshot("local_loadtask", root_of(&s), load::collect)
             },
@@ -314,6 +319,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: DelayParams, ctx| {
                 let root = root_of(&s);
                 let threshold = p.threshold.filter(|t| *t > 0.0).unwrap_or(20.0);
@@ -344,6 +350,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: IoParams, ctx| {
                 sampled(
                     "local_iofsstat",
@@ -368,6 +375,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: IoDiagnoseParams, ctx| {
                 sampled(
                     "local_iodiagnose",
@@ -397,6 +405,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: PacketDropParams, ctx| {
                 let pid = p.pid;
                 sampled(
@@ -427,6 +436,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: NetJitterParams, ctx| {
                 let threshold = p
                     .threshold
@@ -462,6 +472,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, p: DiskParams, _ctx| {
                 let root = root_of(&s);
                 snapshot("local_disk", root, move |r| {
@@ -476,6 +487,7 @@ pub fn tools() -> Vec<ToolDef> {
             ),
             "local",
             Effect::LocalReadOnly,
+            Scope::Diagnose,
             |s: Arc<Services>, _p: NoParams, _ctx| {
                 snapshot("local_crash", root_of(&s), crash::collect)
             },

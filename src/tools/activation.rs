@@ -20,6 +20,7 @@ use super::{
     envelope::{BasicResult, fetch},
     tool,
 };
+use crate::auth::Scope;
 use crate::upstream::ops;
 
 const CACHE_TTL: Duration = Duration::from_secs(3600);
@@ -84,6 +85,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
              nothing.\" Call it only after a clear yes. Returns code Success when SysOM is activated.",
             ops::INITIAL_SYSOM.action,
             Effect::Idempotent,
+            Scope::Admin,
             |s, _uid, _ctx| async move {
                 let body = json!({"check_only": false, "source": "mcp"});
                 let o = fetch(&s.upstream, &ops::INITIAL_SYSOM, &[], Some(&body)).await;
@@ -114,6 +116,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
              never activates anything.",
             ops::INITIAL_SYSOM.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, _uid, _ctx| async move {
                 if s.activation.is_fresh(&account_key(&s)) {
                     return BasicResult {

@@ -11,6 +11,7 @@ use super::{
     envelope::{AllInstancesResult, InstancesResult, Outcome, PagedResult, fetch, query_from},
     tool,
 };
+use crate::auth::Scope;
 use crate::upstream::{Operation, ops};
 
 fn default_managed_type() -> Option<String> {
@@ -158,6 +159,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_ALL_INSTANCES.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move {
                 let query = query_from(&p, &["uid", "managedType"]);
                 let o = fetch(&s.upstream, &ops::LIST_ALL_INSTANCES, &query, None).await;
@@ -189,6 +191,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_PODS_OF_INSTANCE.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move { list(&s, &ops::LIST_PODS_OF_INSTANCE, &p).await.into() },
         ),
         tool::<ListClustersParams, PagedResult, _, _>(
@@ -200,6 +203,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_CLUSTERS.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move { list(&s, &ops::LIST_CLUSTERS, &p).await.into() },
         ),
         tool::<ListInstancesParams, InstancesResult, _, _>(
@@ -211,6 +215,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_INSTANCES.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move { list(&s, &ops::LIST_INSTANCES, &p).await.into() },
         ),
     ]

@@ -11,6 +11,7 @@ use super::{
     envelope::{BasicResult, fetch},
     tool,
 };
+use crate::auth::Scope;
 use crate::upstream::ops;
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -81,6 +82,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::CREATE_VMCORE_DIAGNOSIS_TASK.action,
             Effect::Creates,
+            Scope::Admin,
             |s, p, _ctx| async move {
                 let body = create_body(
                     "vmcore",
@@ -102,6 +104,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::CREATE_VMCORE_DIAGNOSIS_TASK.action,
             Effect::Creates,
+            Scope::Admin,
             |s, p, _ctx| async move {
                 let body = create_body("dmesg", &[("dmesgUrl", &Some(p.dmesg_url))]);
                 create_task(&s, &body).await
@@ -117,6 +120,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::GET_VMCORE_DIAGNOSIS_TASK.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move {
                 let query = [("taskId".to_string(), p.task_id)];
                 fetch(&s.upstream, &ops::GET_VMCORE_DIAGNOSIS_TASK, &query, None)
@@ -133,6 +137,7 @@ pub(super) fn tools() -> Vec<ToolDef> {
             ),
             ops::LIST_VMCORE_DIAGNOSIS_TASK.action,
             Effect::ReadOnly,
+            Scope::Read,
             |s, p, _ctx| async move {
                 let query = [("days".to_string(), p.days.to_string())];
                 fetch(&s.upstream, &ops::LIST_VMCORE_DIAGNOSIS_TASK, &query, None)

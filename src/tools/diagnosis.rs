@@ -14,6 +14,7 @@ use super::{
     envelope::{self, DiagnosisResult},
     poll::Schedule,
 };
+use crate::auth::Scope;
 use crate::upstream::{ops, snippet};
 
 /// The note every SysOM tool description starts with.
@@ -307,6 +308,7 @@ where
         description,
         "InvokeDiagnosis",
         Effect::ReadOnly,
+        Scope::Diagnose,
         move |args| check_args(spec, args),
         move |services, params, ctx| {
             let args = match serde_json::to_value(&params) {

@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Scope,
     config::{DiagnosisSettings, ToolSet},
     metrics, upstream,
 };
@@ -147,10 +148,12 @@ impl CallCtx {
     }
 }
 
-/// One tool: its MCP declaration, the upstream action it maps to (for logs), and its body.
+/// One tool: its MCP declaration, the upstream action it maps to (for logs), the scope a
+/// caller needs, and its body.
 pub struct ToolDef {
     tool: Tool,
     action: &'static str,
+    scope: Scope,
     run: Runner,
     /// A non-Success `code` makes the result `isError: true` (diagnoses: the call failed).
     failure_is_error: bool,
@@ -194,12 +197,15 @@ pub fn parse_args<P: DeserializeOwned>(args: JsonObject) -> Result<P, String> {
     })
 }
 
-/// Declares a tool from its parameter type `P`, envelope type `O` and async body `f`.
+/// Declares a tool from its parameter type `P`, envelope type `O` and async body `f`. `scope`
+/// is what a caller must hold to see and call it: `Read` for listings and results,
+/// `Diagnose` for running diagnoses, `Admin` for anything that changes state or fetches URLs.
 pub fn tool<P, O, F, Fut>(
     name: &'static str,
     description: &'static str,
     action: &'static str,
     effect: Effect,
+    scope: Scope,
     f: F,
 ) -> ToolDef
 where
@@ -208,7 +214,7 @@ where
     F: Fn(Arc<Services>, P, CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O> + Send + 'static,
 {
-    checked_tool(name, description, action, effect, |_| Ok(()), f)
+    checked_tool(name, description, action, effect, scope, |_| Ok(()), f)
 }
 
 /// [`tool`] with an extra argument check (limits no JSON Schema keyword expresses, such as a
@@ -218,6 +224,7 @@ pub fn checked_tool<P, O, C, F, Fut>(
     description: &'static str,
     action: &'static str,
     effect: Effect,
+    scope: Scope,
     check: C,
     f: F,
 ) -> ToolDef
@@ -247,6 +254,7 @@ where
     ToolDef {
         tool,
         action,
+        scope,
         run,
         failure_is_error: false,
     }
@@ -547,6 +555,11 @@ impl ToolDef {
     fn name(&self) -> &str {
         &self.tool.name
     }
+
+    /// The scope a caller needs for this tool.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
 }
 
 #[cfg(test)]
@@ -567,6 +580,45 @@ mod tests {
                 .iter()
                 .all(|t| t.tool.description.as_deref().unwrap_or("").len() > 80)
         );
+    }
+
+    #[test]
+    fn every_tool_declares_its_scope() {
+        use crate::auth::Scope::{Admin, Diagnose, Read};
+        let want = [
+            ("list_all_instances", Read),
+            ("list_pods_of_instance", Read),
+            ("list_clusters", Read),
+            ("list_instances", Read),
+            ("memgraph", Diagnose),
+            ("javamem", Diagnose),
+            ("oomcheck", Diagnose),
+            ("iofsstat", Diagnose),
+            ("iodiagnose", Diagnose),
+            ("packetdrop", Diagnose),
+            ("netjitter", Diagnose),
+            ("delay", Diagnose),
+            ("loadtask", Diagnose),
+            ("vmcore", Diagnose),
+            ("diskanalysis", Diagnose),
+            ("create_vmcore_diagnosis_task", Admin),
+            ("create_dmesg_diagnosis_task", Admin),
+            ("query_diagnosis_task", Read),
+            ("list_history_tasks", Read),
+            ("initial_sysom", Admin),
+            ("check_sysom_initialed", Read),
+        ];
+        let tools = all_tools();
+        for (name, scope) in want {
+            let t = tools.iter().find(|t| t.name() == name).expect(name);
+            assert_eq!(t.scope(), scope, "{name}");
+        }
+        // Whatever changes state needs admin.
+        for t in &tools {
+            if t.tool.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(false) {
+                assert_eq!(t.scope(), Admin, "{}", t.name());
+            }
+        }
     }
 
     #[test]
