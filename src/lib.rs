@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod config;

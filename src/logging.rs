@@ -6,12 +6,15 @@ use std::os::fd::AsFd;
 use tracing::{Event, Level, field::Field};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    filter::FilterExt as _,
+    filter::{FilterExt as _, filter_fn},
     layer::{Context, Filter, SubscriberExt},
     util::SubscriberInitExt,
 };
 
-use crate::config::{LogSettings, LogTarget};
+use crate::{
+    audit,
+    config::{LogSettings, LogTarget},
+};
 
 /// True when `JOURNAL_STREAM` names the file stderr is connected to (systemd sets it so a
 /// service can tell that its stderr goes to the journal).
@@ -59,9 +62,12 @@ pub fn init(settings: &LogSettings) -> String {
                     .with_field_prefix(None)
                     .with_priority_mappings(mappings)
                     .with_syslog_identifier("sysom-mcp".into());
+                // Audit records are kept whatever the log level.
+                let filter = filter_fn(|m| m.target() == audit::TARGET).or(filter);
                 tracing_subscriber::registry()
                     .with(layer.with_filter(filter.and(QuietDrain)))
                     .init();
+                audit::set_sink(audit::Sink::Journald);
                 return "logging to the systemd journal".into();
             }
             Err(e) => {
@@ -75,6 +81,7 @@ pub fn init(settings: &LogSettings) -> String {
 }
 
 fn init_stderr(filter: EnvFilter) {
+    audit::set_sink(audit::Sink::Stderr);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
