@@ -206,7 +206,9 @@ impl Record {
                 f.insert("MESSAGE".into(), Value::from(self.message.as_str()));
                 let line = Value::Object(f).to_string();
                 // One write per record so concurrent records do not interleave.
-                let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+                let _ = std::io::stderr()
+                    .lock()
+                    .write_all(format!("{line}\n").as_bytes());
             }
         }
     }
@@ -227,7 +229,15 @@ mod tests {
         });
         let out = redact(&args);
         let text = out.to_string();
-        for secret in ["AK", "Signature=", "STS", "hunter2", "Bearer abc", "pw@", "user:"] {
+        for secret in [
+            "AK",
+            "Signature=",
+            "STS",
+            "hunter2",
+            "Bearer abc",
+            "pw@",
+            "user:",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert_eq!(

@@ -318,7 +318,7 @@ mod tests {
             std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let tokens = Tokens::load(&[f.clone()], None).unwrap();
+        let tokens = Tokens::load(std::slice::from_ref(&f), None).unwrap();
         assert_eq!(tokens.len(), 3);
         assert_eq!(tokens.find(&t1).unwrap().name, "alice");
         assert_eq!(tokens.find(&t2).unwrap().name, "bob");
