@@ -5,9 +5,10 @@
 use std::{process::Command, time::Duration};
 
 use crate::{
-    app::{Exit, build_services, install_crypto, load_tokens},
     config::{self, ServerArgs},
-    tools::envelope,
+    exit::StartError,
+    http::auth::Tokens,
+    tools::{Services, envelope},
     upstream::ops,
 };
 
@@ -38,7 +39,7 @@ impl Report {
     }
 }
 
-pub fn run(args: &ServerArgs) -> Exit {
+pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
     let mut r = Report { problems: 0 };
     println!("sysom-mcp {} check", env!("CARGO_PKG_VERSION"));
     println!("configuration:");
@@ -49,7 +50,7 @@ pub fn run(args: &ServerArgs) -> Exit {
                 &e.to_string(),
                 "fix the file (unknown keys and bad values are errors) or pass --config",
             );
-            return Exit::Failure;
+            return Err(StartError::CheckFailed(r.problems));
         }
     };
     let in_file = (
@@ -62,7 +63,7 @@ pub fn run(args: &ServerArgs) -> Exit {
         Ok(c) => c,
         Err(e) => {
             r.problem(&e.to_string(), "correct the value named above");
-            return Exit::Failure;
+            return Err(StartError::CheckFailed(r.problems));
         }
     };
     r.ok(&format!(
@@ -87,7 +88,7 @@ pub fn run(args: &ServerArgs) -> Exit {
     );
 
     println!("authentication:");
-    match load_tokens(&config) {
+    match Tokens::from_config(&config) {
         Ok(t) if !t.is_empty() => r.ok(&format!(
             "{} bearer token(s) ({})",
             t.len(),
@@ -105,8 +106,7 @@ pub fn run(args: &ServerArgs) -> Exit {
     }
 
     println!("credentials ({}):", config.credentials.kind.as_str());
-    install_crypto();
-    let services = build_services(&config, None);
+    let services = Services::from_config(&config, None);
     let provider = services.upstream.credentials();
     for origin in &provider.origins {
         r.ok(&format!("{} from {}", origin.name, origin.source));
@@ -193,9 +193,9 @@ pub fn run(args: &ServerArgs) -> Exit {
 
     if r.problems == 0 {
         println!("all checks passed");
-        Exit::Ok
+        Ok(())
     } else {
         println!("{} problem(s) found", r.problems);
-        Exit::Failure
+        Err(StartError::CheckFailed(r.problems))
     }
 }

@@ -11,40 +11,12 @@ use std::{
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::{CredentialKind, CredentialSettings, EnvLookup};
-
-/// A secret string. Redacted in every formatting trait; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// One usable key pair, plus the STS token when the pair is temporary.
-#[derive(Clone, Debug)]
-pub struct AccessKey {
-    pub id: String,
-    pub secret: Secret,
-    pub security_token: Option<Secret>,
-}
+pub use crate::signed_request::AccessKey;
+use crate::{
+    config::{CredentialKind, CredentialSettings, EnvLookup},
+    secret::Secret,
+    signed_request::SignedRequest,
+};
 
 /// Why no credentials could be produced. Messages name what the admin should set.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -226,10 +198,6 @@ impl Provider {
         }
     }
 
-    pub fn kind(&self) -> CredentialKind {
-        self.kind
-    }
-
     /// Which account the upstream answers for (the AccessKey ID, the role ARN, or the ECS role):
     /// answers about "this account", such as whether SysOM is activated, are keyed by it.
     pub fn account(&self) -> String {
@@ -342,7 +310,7 @@ async fn assume_role(
         ("RoleSessionName".to_string(), session_name.to_string()),
         ("DurationSeconds".to_string(), "3600".to_string()),
     ];
-    let request = crate::upstream::SignedRequest {
+    let request = SignedRequest {
         action: "AssumeRole",
         version: "2015-04-01",
         method: reqwest::Method::POST,

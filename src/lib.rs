@@ -1,22 +1,39 @@
 //! sysom-mcp: a systemd-native MCP server for Alibaba Cloud SysOM OS diagnoses.
 //!
 //! The binary (`main.rs`) is a thin shell; everything lives in these modules, one concern each.
+//! The module graph reads bottom-up: `secret` and `signing` are leaves, `signed_request` sits on
+//! them, `credentials` and `upstream` on that, `tools` on `upstream`, `http` and `systemd` on
+//! `tools`, and `app` is the root that only wires modes together. Only `app::main` is public, so
+//! the compiler reports dead code.
 #![deny(unsafe_code)]
 
 pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod check;
+// `config`, `json_limits` and `signing` are public for the fuzz targets and tests/fuzz_replay.rs.
 pub mod config;
-pub mod credentials;
-pub mod http;
 pub mod json_limits;
-pub mod local;
-pub mod logging;
-pub mod metrics;
-pub mod proxy;
 pub mod signing;
-pub mod systemd;
-pub mod tasks;
-pub mod tools;
-pub mod upstream;
+
+// Audit records and the scope/token/OAuth model from main are not wired into the HTTP layer
+// yet (only `token new|list` uses them): allowed to be unused until they are.
+#[allow(dead_code)]
+mod audit;
+#[allow(dead_code)]
+mod auth;
+mod check;
+mod credentials;
+mod exit;
+mod http;
+// The local engine has parts not wired in yet (recorded roots for tests, finding titles).
+#[allow(dead_code, unused_imports)]
+mod local;
+mod logging;
+mod metrics;
+mod proxy;
+mod secret;
+mod signed_request;
+mod systemd;
+// Sealed task handles, not wired into the tools yet: allowed to be unused until they are.
+#[allow(dead_code)]
+mod tasks;
+mod tools;
+mod upstream;

@@ -24,7 +24,7 @@ use rmcp::{
 };
 use tokio::sync::OnceCell;
 
-use crate::app::Exit;
+use crate::exit::StartError;
 
 /// Remote progress token → the local client's token for the same call.
 type TokenMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
@@ -32,12 +32,12 @@ type TokenMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
 /// Forwards the remote's progress notifications to the local (stdio) client. rmcp gives every
 /// outgoing request a progress token of its own, so tokens are translated back.
 #[derive(Clone, Default)]
-struct Upstream {
+struct ProgressRelay {
     local: Arc<OnceCell<Peer<RoleServer>>>,
     tokens: TokenMap,
 }
 
-impl ClientHandler for Upstream {
+impl ClientHandler for ProgressRelay {
     async fn on_progress(
         &self,
         mut params: ProgressNotificationParam,
@@ -140,12 +140,12 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
         .ok_or_else(|| format!("{} holds no token", path.display()))
 }
 
-type Remote = RunningService<RoleClient, Upstream>;
+type Remote = RunningService<RoleClient, ProgressRelay>;
 
 async fn connect_streamable(
     url: &str,
     token: Option<&str>,
-    handler: Upstream,
+    handler: ProgressRelay,
 ) -> Result<Remote, String> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
     if let Some(t) = token {
@@ -157,7 +157,11 @@ async fn connect_streamable(
 
 /// A minimal legacy HTTP+SSE client transport: GET the stream, learn the message URL from the
 /// `endpoint` event, POST outgoing messages there, read replies as `message` events.
-async fn connect_sse(url: &str, token: Option<&str>, handler: Upstream) -> Result<Remote, String> {
+async fn connect_sse(
+    url: &str,
+    token: Option<&str>,
+    handler: ProgressRelay,
+) -> Result<Remote, String> {
     let http = reqwest::Client::new();
     let base = url::Url::parse(url).map_err(|e| e.to_string())?;
     let mut get = http.get(base.clone()).header("accept", "text/event-stream");
@@ -227,8 +231,8 @@ async fn connect_sse(url: &str, token: Option<&str>, handler: Upstream) -> Resul
         .map_err(|e| e.to_string())
 }
 
-async fn proxy(url: String, token: Option<String>) -> Exit {
-    let handler = Upstream::default();
+async fn proxy(url: String, token: Option<String>) -> Result<(), StartError> {
+    let handler = ProgressRelay::default();
     let local = handler.local.clone();
     let tokens = handler.tokens.clone();
     let remote = match connect_streamable(&url, token.as_deref(), handler.clone()).await {
@@ -238,10 +242,11 @@ async fn proxy(url: String, token: Option<String>) -> Exit {
             match connect_sse(&url, token.as_deref(), handler).await {
                 Ok(r) => r,
                 Err(second) => {
-                    eprintln!(
-                        "sysom-mcp proxy: cannot connect to {url}: Streamable HTTP: {first}; SSE: {second}"
-                    );
-                    return Exit::Failure;
+                    return Err(StartError::ProxyConnect {
+                        url,
+                        streamable: first,
+                        sse: second,
+                    });
                 }
             }
         }
@@ -265,32 +270,24 @@ async fn proxy(url: String, token: Option<String>) -> Exit {
         local,
         tokens,
     };
-    let served = match forwarder.serve(rmcp::transport::stdio()).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("sysom-mcp proxy: MCP handshake on stdio failed: {e}");
-            return Exit::Failure;
-        }
-    };
+    let served = forwarder
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| StartError::StdioHandshake(e.to_string()))?;
     let _ = served.waiting().await;
     let _ = remote.cancel().await;
-    Exit::Ok
+    Ok(())
 }
 
 /// Entry point of `sysom-mcp proxy`.
-pub fn run(url: String, token_file: Option<PathBuf>) -> Exit {
-    let token = match token_file.as_ref().map(read_token).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("sysom-mcp proxy: {e}");
-            return Exit::Config;
-        }
-    };
+pub(crate) fn run(url: String, token_file: Option<PathBuf>) -> Result<(), StartError> {
+    let token = token_file
+        .as_ref()
+        .map(read_token)
+        .transpose()
+        .map_err(StartError::ProxyTokenFile)?;
     if url::Url::parse(&url).is_err() {
-        eprintln!(
-            "sysom-mcp proxy: {url:?} is not a URL (expected e.g. http://host:7140/mcp/unified)"
-        );
-        return Exit::Config;
+        return Err(StartError::ProxyUrl(url));
     }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -298,15 +295,9 @@ pub fn run(url: String, token_file: Option<PathBuf>) -> Exit {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .try_init();
-    crate::app::install_crypto();
-    match tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt.block_on(proxy(url, token)),
-        Err(e) => {
-            eprintln!("sysom-mcp proxy: cannot start the async runtime: {e}");
-            Exit::Failure
-        }
-    }
+        .map_err(StartError::Runtime)?
+        .block_on(proxy(url, token))
 }

@@ -3,21 +3,20 @@
 use std::path::PathBuf;
 
 use crate::{
-    app::Exit,
     auth::{
         scope::Scopes,
         tokens::{self, DEFAULT_TOKENS_FILE, Tokens},
     },
     config::{self, ServerArgs, TokenAction},
     credentials,
+    exit::StartError,
 };
 
-fn fail(message: impl std::fmt::Display) -> Exit {
-    eprintln!("sysom-mcp: {message}");
-    Exit::Config
+fn fail(message: impl std::fmt::Display) -> StartError {
+    StartError::TokenCommand(message.to_string())
 }
 
-pub fn run(action: TokenAction, args: &ServerArgs) -> Exit {
+pub fn run(action: TokenAction, args: &ServerArgs) -> Result<(), StartError> {
     let configured = || {
         config::load(args, &config::process_env)
             .map(|c| c.auth.token_files)
@@ -25,26 +24,19 @@ pub fn run(action: TokenAction, args: &ServerArgs) -> Exit {
     };
     match action {
         TokenAction::New { name, scopes, file } => {
-            let scopes = match Scopes::parse_list(&scopes.join(",")) {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
+            let scopes = Scopes::parse_list(&scopes.join(",")).map_err(fail)?;
             let file = file
                 .or_else(|| configured().into_iter().next())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKENS_FILE));
-            match tokens::append_new(&file, &name, scopes) {
-                Ok(token) => {
-                    // The token goes to stdout alone, so `token new x > file` captures just it.
-                    println!("{token}");
-                    eprintln!(
-                        "sysom-mcp: token {name:?} ({scopes}) added to {}; only its SHA-256 is stored, \
-                         so copy it now. Reload the service (systemctl reload sysom-mcp) to accept it.",
-                        file.display()
-                    );
-                    Exit::Ok
-                }
-                Err(e) => fail(e),
-            }
+            let token = tokens::append_new(&file, &name, scopes).map_err(fail)?;
+            // The token goes to stdout alone, so `token new x > file` captures just it.
+            println!("{token}");
+            eprintln!(
+                "sysom-mcp: token {name:?} ({scopes}) added to {}; only its SHA-256 is stored, \
+                 so copy it now. Reload the service (systemctl reload sysom-mcp) to accept it.",
+                file.display()
+            );
+            Ok(())
         }
         TokenAction::List { file } => {
             let loaded = match file {
@@ -60,13 +52,8 @@ pub fn run(action: TokenAction, args: &ServerArgs) -> Exit {
                     }
                 }
             };
-            match loaded {
-                Ok(t) => {
-                    print!("{}", tokens::describe(&t));
-                    Exit::Ok
-                }
-                Err(e) => fail(e),
-            }
+            print!("{}", tokens::describe(&loaded.map_err(fail)?));
+            Ok(())
         }
     }
 }

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use http::{HeaderMap, header::AUTHORIZATION};
 use subtle::ConstantTimeEq;
 
-use crate::credentials::Secret;
+use crate::{
+    config::{self, Config},
+    credentials,
+    secret::Secret,
+};
 
 /// Name of the credential file (under `$CREDENTIALS_DIRECTORY`) holding client tokens.
 pub const TOKENS_CREDENTIAL: &str = "mcp-tokens";
@@ -47,6 +51,12 @@ fn parse_tokens(text: &str) -> impl Iterator<Item = Secret> + '_ {
 }
 
 impl Tokens {
+    /// The client tokens the configuration names, plus `$CREDENTIALS_DIRECTORY/mcp-tokens`.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let dir = credentials::credentials_dir(&config::process_env);
+        Self::load(&config.auth.token_files, dir.as_deref())
+    }
+
     /// Reads every token file, plus `$CREDENTIALS_DIRECTORY/mcp-tokens` if present. A listed file
     /// that cannot be read is an error: a typo in a path must not silently drop authentication.
     /// An existing but empty file adds no token; whether zero tokens is acceptable is decided by

@@ -78,10 +78,6 @@ impl Registry {
             .len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Opens a session and returns the streaming response. `shutdown` ends every stream.
     pub fn open(
         self: &Arc<Self>,

@@ -12,10 +12,14 @@ use serde_json::{Value, json};
 
 use rmcp::model::ClientJsonRpcMessage;
 
-use super::{Body, State, access, auth::AuthFailure};
+use super::{Body, State, access, auth::AuthFailure, rmcp_compat};
 use crate::{json_limits, metrics, tools::ClientAddr};
 
-fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -397,19 +401,9 @@ async fn mcp(
             }
             state.open_legacy(peer).await
         }
-        Method::DELETE if has_session => {
-            // rmcp answers 202; clients expect 200 or 204 for a terminated session.
-            let mut resp = state.stateful(req).await;
-            if resp.status() == StatusCode::ACCEPTED {
-                *resp.status_mut() = StatusCode::NO_CONTENT;
-                *resp.body_mut() = Full::new(Bytes::new())
-                    .map_err(|e: Infallible| match e {})
-                    .boxed();
-            }
-            resp
-        }
+        Method::DELETE if has_session => rmcp_compat::session_deleted(state.stateful(req).await),
         Method::POST => {
-            let _in_flight = state.post_started();
+            let _in_flight = state.counters.post_started();
             if !is_json_content(req.headers()) {
                 return json_error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -455,7 +449,9 @@ async fn mcp(
                     .stateful(Request::from_parts(parts, Full::new(body)))
                     .await;
             }
-            if let Some(resp) = prepared_answer(state, &message, &parts.headers) {
+            if let Some(resp) =
+                rmcp_compat::prepared_answer(state.tools_list_json(), &message, &parts.headers)
+            {
                 return resp;
             }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
@@ -474,7 +470,7 @@ async fn mcp(
             {
                 parts
                     .extensions
-                    .insert(super::InitializeVersion(v.to_string()));
+                    .insert(rmcp_compat::InitializeVersion(v.to_string()));
             }
             let req = Request::from_parts(parts, Full::new(body));
             if stateless {
@@ -485,39 +481,6 @@ async fn mcp(
         }
         _ => method_not_allowed("GET, POST, DELETE"),
     }
-}
-
-/// Answers a sessionless `tools/list` or `ping` from a prepared body. The tool list never
-/// changes while the process runs, and building and serialising its 34 KB for every request
-/// cost most of the time of a stateless `tools/list` (see bench/README.md). Requests of the
-/// 2026-07-28 protocol, and list requests with a cursor, still go through rmcp.
-fn prepared_answer(state: &State, message: &Value, headers: &HeaderMap) -> Option<Response<Body>> {
-    // Only for the session-era versions; anything else (2026-07-28, or a version rmcp would
-    // refuse with 400) is left to rmcp.
-    const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-    if let Some(v) = headers.get("mcp-protocol-version") {
-        let v = v.to_str().ok()?;
-        if !LEGACY_VERSIONS.contains(&v) {
-            return None;
-        }
-    }
-    let id = message
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())?;
-    let params = message.get("params");
-    if params.and_then(|p| p.get("cursor")).is_some() {
-        return None;
-    }
-    let result = match message.get("method").and_then(Value::as_str)? {
-        "tools/list" => state.tools_list_json(),
-        "ping" => "{}",
-        _ => return None,
-    };
-    Some(full(
-        StatusCode::OK,
-        "application/json",
-        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
-    ))
 }
 
 #[cfg(test)]

@@ -35,3 +35,8 @@ pub fn load(settings: &TlsSettings) -> Result<TlsAcceptor, String> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The acceptor for the configuration's `[tls]` section, if it has one.
+pub fn from_config(config: &crate::config::Config) -> Result<Option<TlsAcceptor>, String> {
+    config.tls.as_ref().map(load).transpose()
+}

@@ -1,5 +1,7 @@
-//! systemd integration: socket activation (`activation`), readiness, status, reload and the
-//! watchdog (`notify`).
+//! systemd integration: socket activation (`socket_activation`), readiness, status and the
+//! watchdog (`notify`), signals, status line and idle exit (`supervise`), SIGHUP (`reload`).
 
-pub mod activation;
-pub mod notify;
+pub(crate) mod notify;
+pub(crate) mod reload;
+pub(crate) mod socket_activation;
+pub(crate) mod supervise;

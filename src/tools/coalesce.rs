@@ -156,6 +156,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
     }
 
     /// How many shared tasks are in the table (running, or finished and kept for a caller).
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         lock(&self.map).len()
     }

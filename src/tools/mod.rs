@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Scope,
-    config::{DiagnosisSettings, ToolSet},
+    config::{self, Config, DiagnosisSettings, ToolSet},
+    credentials::Provider,
     metrics, upstream,
 };
 
@@ -90,6 +91,26 @@ impl Services {
             local_root: "/".into(),
             tool_set: ToolSet::Auto,
         }
+    }
+
+    /// Builds what the tools use from a configuration: credentials, the HTTP client, the
+    /// upstream client.
+    pub fn from_config(config: &Config, activation: Option<Arc<activation::Cache>>) -> Self {
+        let provider = Arc::new(Provider::from_settings(
+            &config.credentials,
+            &config::process_env,
+        ));
+        let http = upstream::build_http(&config.upstream);
+        let client = upstream::Client::new(
+            http,
+            config.endpoint.clone(),
+            provider,
+            config.upstream.clone(),
+        );
+        let mut services = Self::new(client, config.diagnosis.clone(), activation);
+        services.local_root = config.local.root.clone();
+        services.tool_set = config.local.tools;
+        services
     }
 }
 
@@ -556,7 +577,8 @@ impl ToolDef {
         &self.tool.name
     }
 
-    /// The scope a caller needs for this tool.
+    /// The scope a caller needs for this tool. Read by the auth layer once it is wired in.
+    #[allow(dead_code)]
     pub fn scope(&self) -> Scope {
         self.scope
     }

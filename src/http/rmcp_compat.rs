@@ -1,0 +1,115 @@
+//! Everything that copies or adjusts rmcp's wire behaviour lives here, next to the tests that
+//! compare it with rmcp's own answers, so an rmcp upgrade that changes them fails here first:
+//! the prepared `tools/list`/`ping` bodies (with `resultType` stripped as rmcp does for
+//! pre-2026-07-28 clients), the protocol versions they serve, the DELETE status, the session
+//! count read from rmcp's session manager, and which sessions get SSE priming events.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use rmcp::{model::Tool, transport::streamable_http_server::session::local::LocalSessionManager};
+use serde_json::Value;
+
+use super::{Body, router};
+
+/// The protocol versions whose sessionless `tools/list`/`ping` we answer from a prepared body:
+/// the session-era ones. Anything else (2026-07-28, or a version rmcp refuses with 400) is left
+/// to rmcp.
+const PREPARED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The `tools/list` result as rmcp serialises it for pre-2026-07-28 clients: without the newer
+/// `resultType` field.
+pub(crate) fn tools_list_json(tools: Vec<Tool>) -> String {
+    let mut tools_list = serde_json::to_value(rmcp::model::ListToolsResult::with_all_items(tools))
+        .expect("the tool list serialises");
+    if let Some(obj) = tools_list.as_object_mut() {
+        obj.remove("resultType");
+    }
+    tools_list.to_string()
+}
+
+/// Answers a sessionless `tools/list` or `ping` from a prepared body. The tool list never
+/// changes while the process runs, and building and serialising its 34 KB for every request
+/// cost most of the time of a stateless `tools/list` (see bench/README.md). Requests of the
+/// 2026-07-28 protocol, and list requests with a cursor, still go through rmcp.
+pub(crate) fn prepared_answer(
+    tools_list_json: &str,
+    message: &Value,
+    headers: &HeaderMap,
+) -> Option<Response<Body>> {
+    if let Some(v) = headers.get("mcp-protocol-version") {
+        let v = v.to_str().ok()?;
+        if !PREPARED_VERSIONS.contains(&v) {
+            return None;
+        }
+    }
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
+    let params = message.get("params");
+    if params.and_then(|p| p.get("cursor")).is_some() {
+        return None;
+    }
+    let result = match message.get("method").and_then(Value::as_str)? {
+        "tools/list" => tools_list_json,
+        "ping" => "{}",
+        _ => return None,
+    };
+    Some(router::full(
+        StatusCode::OK,
+        "application/json",
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+    ))
+}
+
+/// rmcp answers a session DELETE with 202; clients expect 200 or 204 for a terminated session.
+pub(crate) fn session_deleted(mut resp: Response<Body>) -> Response<Body> {
+    if resp.status() == StatusCode::ACCEPTED {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        *resp.body_mut() = Full::new(Bytes::new())
+            .map_err(|e: Infallible| match e {})
+            .boxed();
+    }
+    resp
+}
+
+/// Open stateful Streamable HTTP sessions, read from rmcp's session manager (it has no count
+/// of its own).
+pub(crate) async fn open_sessions(manager: &LocalSessionManager) -> usize {
+    manager.sessions.read().await.len()
+}
+
+/// Whether `id` is a session of `manager`.
+pub(crate) async fn has_session(manager: &LocalSessionManager, id: &str) -> bool {
+    manager.sessions.read().await.contains_key(id)
+}
+
+/// The `retry:` of SSE priming events (rmcp's default).
+pub(crate) const SSE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The first protocol version whose clients expect SSE priming events (an event with an id and
+/// `retry:` but no data); older clients parse the empty data as JSON and fail.
+const PRIMING_SINCE: &str = "2025-11-25";
+
+/// The protocol version an `initialize` request asks for, put in the request's extensions by
+/// the router (the session has no `MCP-Protocol-Version` header yet).
+#[derive(Debug, Clone)]
+pub(crate) struct InitializeVersion(pub(crate) String);
+
+/// Whether a new session gets priming events: by the `MCP-Protocol-Version` header, or the
+/// version its `initialize` asks for. Neither: a 2025-03-26 client (no header): no priming.
+pub(crate) fn wants_priming<B>(req: &Request<B>) -> bool {
+    let version = req
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.extensions()
+                .get::<InitializeVersion>()
+                .map(|v| v.0.as_str())
+        });
+    // Versions are dates, so text order is time order.
+    version.is_some_and(|v| v >= PRIMING_SINCE)
+}

@@ -1,0 +1,116 @@
+//! SIGHUP: re-read the configuration, tokens, TLS certificates and credentials.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    config::{self, Config, ServerArgs},
+    http::{State, auth::Tokens, tls},
+    tools::{Services, SysomServer, activation::Cache},
+};
+
+/// How long a reload may take before it is reported as stuck and abandoned.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+/// Reload threads may pile up behind a hung mount; past this many, SIGHUP is refused.
+const MAX_RELOADS_RUNNING: usize = 4;
+static RELOADS_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What a reload read and built, ready to be swapped in.
+struct Reloaded {
+    config: Config,
+    tokens: Tokens,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    services: Services,
+}
+
+/// Re-reads the configuration, tokens, TLS certificates and credentials. All or nothing: if
+/// any part is invalid, the old configuration stays and the error is logged.
+///
+/// The reading happens on a thread of its own, not on the runtime: a path that blocks (a FIFO,
+/// a hung NFS or FUSE mount) must not freeze the server. A reload that has not finished after
+/// [`RELOAD_DEADLINE`] is reported and abandoned; its thread is left to finish or hang alone.
+pub(crate) async fn reload(args: &ServerArgs, state: &State, server: &SysomServer) {
+    use std::sync::atomic::Ordering;
+    let running = RELOADS_RUNNING.load(Ordering::SeqCst);
+    if running >= MAX_RELOADS_RUNNING {
+        tracing::error!(
+            running,
+            "reload refused: earlier reloads are still blocked reading their files; keeping the \
+             previous configuration"
+        );
+        return;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let args = args.clone();
+    let had_tokens = !state.tokens.load().is_empty();
+    let cache = server.activation_cache();
+    RELOADS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("sysom-reload".into())
+        .spawn(move || {
+            let result = read_reload(&args, had_tokens, cache);
+            RELOADS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        RELOADS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        tracing::error!(error = %e, "reload rejected: cannot start its thread");
+        return;
+    }
+    let result = match tokio::time::timeout(RELOAD_DEADLINE, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the reload thread panicked".to_string()),
+        Err(_) => {
+            tracing::error!(
+                deadline = ?RELOAD_DEADLINE,
+                "reload abandoned: reading the configuration, token or TLS files did not finish in \
+                 time (a FIFO or a hung mount?); keeping the previous configuration"
+            );
+            return;
+        }
+    };
+    match result {
+        Ok(new) => {
+            let old = state.config.load();
+            if old.server.host != new.config.server.host
+                || old.server.port != new.config.server.port
+            {
+                tracing::warn!("listen address changes need a restart (or a socket unit change)");
+            }
+            server.replace_services(new.services);
+            tracing::info!(
+                tokens = new.tokens.len(),
+                tls = new.tls.is_some(),
+                "configuration reloaded"
+            );
+            state.tokens.store(Arc::new(new.tokens));
+            state.tls.store(Arc::new(new.tls));
+            state.config.store(Arc::new(new.config));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; keeping the previous configuration")
+        }
+    }
+}
+
+/// The blocking half of [`reload`]: every file read and every object built from them.
+fn read_reload(args: &ServerArgs, had_tokens: bool, cache: Arc<Cache>) -> Result<Reloaded, String> {
+    let config = config::load(args, &config::process_env).map_err(|e| e.to_string())?;
+    let tokens = Tokens::from_config(&config)?;
+    // Emptying the token list must not silently switch authentication off (on loopback,
+    // behind a local reverse proxy, that would open the server).
+    if tokens.is_empty() && had_tokens {
+        return Err(
+            "the new token list is empty; keeping the current tokens (to run without \
+                    tokens, restart the service)"
+                .to_string(),
+        );
+    }
+    let tls = tls::from_config(&config)?;
+    let services = Services::from_config(&config, Some(cache));
+    Ok(Reloaded {
+        config,
+        tokens,
+        tls,
+        services,
+    })
+}
