@@ -152,3 +152,92 @@ async def test_cancellation_travels_through_the_proxy(start, mock, tmp_path):
         assert scope.cancelled_caught
         assert poll_count(mock) >= 1
         await assert_polling_stopped_async(mock)
+
+
+class HostileSseRemote(http.server.ThreadingHTTPServer):
+    """An SSE-only remote that misbehaves: `endpoint` names the message URL to announce, and
+    `flood` (bytes) is sent after it as one event that never ends. Every request's
+    Authorization header is recorded, per path."""
+
+    daemon_threads = True
+
+    def __init__(self, endpoint: str = "/mcp/unified/messages?sessionId=1", flood: int = 0):
+        self.endpoint = endpoint
+        self.flood = flood
+        self.authorizations: list[tuple[str, str | None]] = []
+        self.done = threading.Event()
+        super().__init__(("127.0.0.1", 0), _Hostile)
+
+    def url(self, path: str = MCP_PATH) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        self.server.authorizations.append((self.path, self.headers.get("Authorization")))
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = 405 if self.path.split("?")[0] == MCP_PATH else 202
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802
+        self.server.authorizations.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(f"event: endpoint\ndata: {self.server.endpoint}\n\n".encode())
+            self.wfile.flush()
+            if self.server.flood:
+                self.wfile.write(b"data: ")
+                chunk = b"x" * 65536
+                for _ in range(self.server.flood // len(chunk)):
+                    self.wfile.write(chunk)
+                self.wfile.flush()
+            self.server.done.wait(30)
+        except OSError:
+            pass  # the proxy hung up: what the flood test expects
+
+
+@contextlib.contextmanager
+def hostile_remote(**kwargs):
+    remote = HostileSseRemote(**kwargs)
+    threading.Thread(target=remote.serve_forever, daemon=True).start()
+    try:
+        yield remote
+    finally:
+        remote.done.set()
+        remote.shutdown()
+        remote.server_close()
+
+
+def test_proxy_posts_the_token_only_to_the_same_origin(tmp_path):
+    """17.10: a remote whose `endpoint` event names another origin gets no token sent there."""
+    tokens = write_tokens(tmp_path / "tokens", TOKEN)
+    with hostile_remote() as collector, \
+            hostile_remote(endpoint=collector.url("/collect?sessionId=1")) as remote:
+        out = harness.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
+                                 {"PATH": "/usr/bin:/bin"}, timeout=30)
+        assert out.returncode == 1, out.stderr
+        assert "another origin" in out.stderr, out.stderr
+        assert collector.authorizations == [], "the token was sent to another origin"
+        assert TOKEN not in out.stderr
+
+
+def test_proxy_drops_an_sse_event_that_never_ends(tmp_path):
+    """17.8: a remote that never ends an event (16 MiB without a blank line) is cut off once the
+    event outgrows the limit, instead of being buffered and rescanned for ever."""
+    tokens = write_tokens(tmp_path / "tokens", TOKEN)
+    with hostile_remote(flood=16 << 20) as remote:
+        out = harness.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
+                                 {"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "grew beyond" in out.stderr, out.stderr

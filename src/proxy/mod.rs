@@ -3,19 +3,20 @@
 //! Streamable HTTP and falls back to the legacy HTTP+SSE transport if that fails. Progress
 //! notifications and cancellation travel through.
 
+mod legacy_sse;
+
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
 
-use futures::{SinkExt, StreamExt, channel::mpsc};
 use rmcp::{
     ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
-        ClientJsonRpcMessage, ClientRequest, ListToolsResult, PaginatedRequestParams,
-        ProgressNotificationParam, ProgressToken, ServerConfig, ServerJsonRpcMessage, ServerResult,
+        ClientRequest, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+        ProgressToken, ServerConfig, ServerResult,
     },
     service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, RunningService},
     transport::{
@@ -32,7 +33,7 @@ type TokenMap = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
 /// Forwards the remote's progress notifications to the local (stdio) client. rmcp gives every
 /// outgoing request a progress token of its own, so tokens are translated back.
 #[derive(Clone, Default)]
-struct ProgressRelay {
+pub(super) struct ProgressRelay {
     local: Arc<OnceCell<Peer<RoleServer>>>,
     tokens: TokenMap,
 }
@@ -140,7 +141,7 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
         .ok_or_else(|| format!("{} holds no token", path.display()))
 }
 
-type Remote = RunningService<RoleClient, ProgressRelay>;
+pub(super) type Remote = RunningService<RoleClient, ProgressRelay>;
 
 async fn connect_streamable(
     url: &str,
@@ -155,82 +156,6 @@ async fn connect_streamable(
     handler.serve(transport).await.map_err(|e| e.to_string())
 }
 
-/// A minimal legacy HTTP+SSE client transport: GET the stream, learn the message URL from the
-/// `endpoint` event, POST outgoing messages there, read replies as `message` events.
-async fn connect_sse(
-    url: &str,
-    token: Option<&str>,
-    handler: ProgressRelay,
-) -> Result<Remote, String> {
-    let http = reqwest::Client::new();
-    let base = url::Url::parse(url).map_err(|e| e.to_string())?;
-    let mut get = http.get(base.clone()).header("accept", "text/event-stream");
-    if let Some(t) = token {
-        get = get.bearer_auth(t);
-    }
-    let mut resp = get.send().await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("SSE GET answered {}", resp.status()));
-    }
-    let (in_tx, in_rx) = mpsc::channel::<ServerJsonRpcMessage>(32);
-    let (out_tx, mut out_rx) = mpsc::channel::<ClientJsonRpcMessage>(32);
-    let (endpoint_tx, endpoint_rx) = tokio::sync::oneshot::channel::<url::Url>();
-    tokio::spawn(async move {
-        let mut in_tx = in_tx;
-        let mut endpoint_tx = Some(endpoint_tx);
-        let mut buf = String::new();
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let mut kind = "message";
-                let mut data = String::new();
-                for line in event.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        kind = if v.trim() == "endpoint" {
-                            "endpoint"
-                        } else {
-                            "message"
-                        };
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if kind == "endpoint" {
-                    if let (Some(tx), Ok(u)) = (endpoint_tx.take(), base.join(&data)) {
-                        let _ = tx.send(u);
-                    }
-                } else if let Ok(msg) = serde_json::from_str::<ServerJsonRpcMessage>(&data)
-                    && in_tx.send(msg).await.is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
-    let endpoint = tokio::time::timeout(std::time::Duration::from_secs(10), endpoint_rx)
-        .await
-        .map_err(|_| "no endpoint event within 10 s".to_string())?
-        .map_err(|_| "SSE stream ended before the endpoint event".to_string())?;
-    let token = token.map(str::to_string);
-    tokio::spawn(async move {
-        while let Some(msg) = out_rx.next().await {
-            let mut post = http.post(endpoint.clone()).json(&msg);
-            if let Some(t) = &token {
-                post = post.bearer_auth(t);
-            }
-            if let Err(e) = post.send().await {
-                tracing::warn!(error = %e, "posting to the remote SSE session failed");
-            }
-        }
-    });
-    let sink = out_tx.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
-    handler
-        .serve((sink, in_rx))
-        .await
-        .map_err(|e| e.to_string())
-}
-
 async fn proxy(url: String, token: Option<String>) -> Result<(), StartError> {
     let handler = ProgressRelay::default();
     let local = handler.local.clone();
@@ -239,7 +164,7 @@ async fn proxy(url: String, token: Option<String>) -> Result<(), StartError> {
         Ok(r) => r,
         Err(first) => {
             tracing::info!(error = %first, "Streamable HTTP failed; trying legacy SSE");
-            match connect_sse(&url, token.as_deref(), handler).await {
+            match legacy_sse::connect(&url, token.as_deref(), handler).await {
                 Ok(r) => r,
                 Err(second) => {
                     return Err(StartError::ProxyConnect {
