@@ -37,3 +37,16 @@ mod systemd;
 mod tasks;
 mod tools;
 mod upstream;
+
+/// What the fuzz targets (fuzz/fuzz_targets) drive beyond the public modules, so the modules
+/// themselves stay private. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::{auth::Tokens, legacy_sse::Registry};
+    pub use crate::tools::{Services, SysomServer};
+
+    /// The process-wide rustls crypto provider, as `app::main` installs it.
+    pub fn install_crypto() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

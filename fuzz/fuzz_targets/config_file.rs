@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("tokens");
     if std::fs::write(&path, data).is_ok() {
-        let _ = sysom_mcp::http::auth::Tokens::load(&[path], None);
+        let _ = sysom_mcp::fuzzing::Tokens::load(&[path], None);
     }
 });

@@ -6,11 +6,14 @@ use std::{sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use sysom_mcp::{app, config, http::legacy_sse::Registry, tools::SysomServer};
+use sysom_mcp::{
+    config,
+    fuzzing::{Registry, Services, SysomServer, install_crypto},
+};
 use tokio_util::sync::CancellationToken;
 
 fn server() -> SysomServer {
-    app::install_crypto();
+    install_crypto();
     // No config file, no environment: defaults, no credentials (tool calls answer without
     // reaching any network).
     let args = config::ServerArgs {
@@ -18,7 +21,7 @@ fn server() -> SysomServer {
         ..Default::default()
     };
     let cfg = config::load(&args, &|_| None).expect("defaults are valid");
-    SysomServer::new(app::build_services(&cfg, None))
+    SysomServer::new(Services::from_config(&cfg, None))
 }
 
 fuzz_target!(|data: &[u8]| {

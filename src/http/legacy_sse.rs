@@ -71,7 +71,7 @@ pub enum PostError {
 }
 
 impl Registry {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
