@@ -89,6 +89,10 @@ pub struct Findings {
 }
 
 impl Findings {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     pub fn add(
         &mut self,
         severity: Severity,

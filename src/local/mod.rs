@@ -61,6 +61,17 @@ pub fn envelope<F: JsonSchema>(
     findings: Findings,
     figures: F,
 ) -> LocalResult<F> {
+    // An agent reads "no findings" as "the tool saw nothing"; say explicitly that the figures
+    // were read and none crossed a threshold.
+    let mut findings = findings;
+    if code == SUCCESS && findings.is_empty() {
+        findings.add(
+            Severity::Info,
+            "Nothing abnormal found",
+            "No figure crossed a threshold in what could be read; `figures` has the numbers.",
+            tool,
+        );
+    }
     let report = findings.into_report(figures);
     let message = if code == SUCCESS {
         report.summary.clone()

