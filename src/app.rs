@@ -2,7 +2,7 @@
 //! the runtime starts, load the configuration, set up logging, then serve stdio or HTTP until
 //! told to stop. Every mode returns `Result<(), StartError>`; the exit status follows from it.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use crate::{
     exit::{Exit, StartError},
     http::{self, Listener, State, auth::Tokens},
     logging, proxy,
-    systemd::{notify, socket_activation, supervise},
+    systemd::{notify, reload_ack, socket_activation, supervise},
     tools::{Services, SysomServer},
 };
 
@@ -27,6 +27,12 @@ pub fn main() -> ExitCode {
         Some(Command::Check) => check::run(&opts.server),
         Some(Command::Proxy { url, token_file }) => proxy::run(url, token_file),
         Some(Command::Token { action }) => auth::command::run(action, &opts.server),
+        Some(Command::Reload {
+            pid,
+            status_file,
+            timeout_secs,
+        }) => reload_ack::signal_and_wait(pid, &status_file, Duration::from_secs(timeout_secs))
+            .map_err(StartError::ReloadFailed),
         None => serve(opts.server),
     };
     match result {

@@ -61,6 +61,9 @@ pub(crate) enum StartError {
     /// `sysom-mcp token new|list` could not parse its scopes or use the tokens file.
     #[error("{0}")]
     TokenCommand(String),
+    /// `sysom-mcp reload`: the server rejected the new configuration or did not answer.
+    #[error("reload: {0}")]
+    ReloadFailed(String),
     #[error("check: {0} problem(s) found")]
     CheckFailed(usize),
 }
@@ -82,6 +85,7 @@ impl StartError {
             | Self::StdioHandshake(_)
             | Self::StdioSession(_)
             | Self::ProxyConnect { .. }
+            | Self::ReloadFailed(_)
             | Self::CheckFailed(_) => Exit::Failure,
         }
     }

@@ -57,6 +57,20 @@ pub enum Command {
         #[arg(long, env = "SYSOM_MCP_PROXY_TOKEN_FILE", value_name = "PATH")]
         token_file: Option<PathBuf>,
     },
+    /// Reload a running server and wait for the outcome (the unit's `ExecReload=`): sends SIGHUP
+    /// to --pid and waits until the server records in --status-file whether the new
+    /// configuration applied. Exit 0 when it did, 1 when it was rejected or not confirmed.
+    Reload {
+        /// The server's process id (`$MAINPID` in the unit).
+        #[arg(long, value_name = "PID")]
+        pid: i32,
+        /// Where the server records the outcome: `reload-status` in its `$RUNTIME_DIRECTORY`.
+        #[arg(long, value_name = "PATH")]
+        status_file: PathBuf,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout_secs: u64,
+    },
     /// Named bearer tokens with scopes (the tokens file keeps only their SHA-256).
     Token {
         #[command(subcommand)]

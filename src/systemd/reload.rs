@@ -28,16 +28,19 @@ struct Reloaded {
 /// The reading happens on a thread of its own, not on the runtime: a path that blocks (a FIFO,
 /// a hung NFS or FUSE mount) must not freeze the server. A reload that has not finished after
 /// [`RELOAD_DEADLINE`] is reported and abandoned; its thread is left to finish or hang alone.
-pub(crate) async fn reload(args: &ServerArgs, state: &State, server: &SysomServer) {
+/// Returns why a reload was rejected, for `sysom-mcp reload` (see `reload_ack`).
+pub(crate) async fn reload(
+    args: &ServerArgs,
+    state: &State,
+    server: &SysomServer,
+) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     let running = RELOADS_RUNNING.load(Ordering::SeqCst);
     if running >= MAX_RELOADS_RUNNING {
-        tracing::error!(
-            running,
-            "reload refused: earlier reloads are still blocked reading their files; keeping the \
-             previous configuration"
-        );
-        return;
+        let reason = "reload refused: earlier reloads are still blocked reading their files; \
+                      keeping the previous configuration";
+        tracing::error!(running, "{reason}");
+        return Err(reason.to_string());
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let args = args.clone();
@@ -54,18 +57,17 @@ pub(crate) async fn reload(args: &ServerArgs, state: &State, server: &SysomServe
     if let Err(e) = spawned {
         RELOADS_RUNNING.fetch_sub(1, Ordering::SeqCst);
         tracing::error!(error = %e, "reload rejected: cannot start its thread");
-        return;
+        return Err(format!("cannot start the reload thread: {e}"));
     }
     let result = match tokio::time::timeout(RELOAD_DEADLINE, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err("the reload thread panicked".to_string()),
         Err(_) => {
-            tracing::error!(
-                deadline = ?RELOAD_DEADLINE,
-                "reload abandoned: reading the configuration, token or TLS files did not finish in \
-                 time (a FIFO or a hung mount?); keeping the previous configuration"
-            );
-            return;
+            let reason = "reload abandoned: reading the configuration, token or TLS files did \
+                          not finish in time (a FIFO or a hung mount?); keeping the previous \
+                          configuration";
+            tracing::error!(deadline = ?RELOAD_DEADLINE, "{reason}");
+            return Err(reason.to_string());
         }
     };
     match result {
@@ -85,9 +87,11 @@ pub(crate) async fn reload(args: &ServerArgs, state: &State, server: &SysomServe
             state.tokens.store(Arc::new(new.tokens));
             state.tls.store(Arc::new(new.tls));
             state.config.store(Arc::new(new.config));
+            Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, "reload rejected; keeping the previous configuration")
+            tracing::error!(error = %e, "reload rejected; keeping the previous configuration");
+            Err(e)
         }
     }
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{notify, reload};
+use super::{notify, reload, reload_ack};
 use crate::{config::ServerArgs, http::State, metrics, tools::SysomServer};
 
 /// Resolves on SIGTERM or SIGINT.
@@ -40,7 +40,8 @@ pub(crate) async fn signals(
             }
             _ = hup.recv() => {
                 notify::reloading();
-                reload::reload(&args, &state, &server).await;
+                let outcome = reload::reload(&args, &state, &server).await;
+                reload_ack::record(&outcome);
                 notify::ready(&format!("serving on {addresses}"));
             }
             _ = stop.cancelled() => return,

@@ -234,3 +234,58 @@ def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):  # no
         reload_and_wait(proc, notify, "configuration reloaded")
         assert served_cert_cn(port) == "second"
         assert proc.poll() is None
+
+
+def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, config_file, tmp_path,  # noqa: F811
+                                                               procs):
+    """`sysom-mcp reload` (the unit's ExecReload=) waits for the server: right after it exits 0,
+    a removed token is refused. A rejected reload makes it exit 1 with the reason; without a
+    server to answer it gives up with a clear message instead of hanging."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    status_file = runtime / "reload-status"
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token-1111\nnew-token-2222\n")
+    port = harness.free_port()
+    env = harness.server_env(mock, RUNTIME_DIRECTORY=str(runtime))
+    proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file),
+                         "--token-file", str(tokens)], env)
+    wait_healthz(port=port, proc=proc)
+    old = {"Authorization": "Bearer old-token-1111"}
+    new = {"Authorization": "Bearer new-token-2222"}
+    assert tools_list(port=port, headers=old)[0] == 200
+
+    def reload(timeout: str = "15") -> subprocess.CompletedProcess:
+        return subprocess.run([sysom_bin, "reload", "--pid", str(proc.pid), "--status-file", str(status_file),
+                               "--timeout-secs", timeout], capture_output=True, text=True, timeout=30)
+
+    for _ in range(5):  # each round would race without the handshake
+        tokens.write_text("new-token-2222\n")
+        done = reload()
+        assert done.returncode == 0, done.stderr
+        assert tools_list(port=port, headers=old)[0] == 401, "reload returned before the tokens applied"
+        assert tools_list(port=port, headers=new)[0] == 200
+        tokens.write_text("old-token-1111\nnew-token-2222\n")
+        done = reload()
+        assert done.returncode == 0, done.stderr
+        assert tools_list(port=port, headers=old)[0] == 200
+
+    # Rejected: an empty token list keeps the current tokens, and the command says so.
+    tokens.write_text("")
+    done = reload()
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "token list is empty" in done.stderr, done.stderr
+    assert "old-token" not in done.stderr + done.stdout
+    assert tools_list(port=port, headers=old)[0] == 200
+
+    # No answer: a process that is not a sysom-mcp server never writes the status file.
+    sleeper = subprocess.Popen(["sh", "-c", "trap '' HUP; sleep 30"])
+    try:
+        done = subprocess.run([sysom_bin, "reload", "--pid", str(sleeper.pid), "--status-file",
+                               str(tmp_path / "none"), "--timeout-secs", "1"], capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 1
+    assert "did not confirm the reload" in done.stderr, done.stderr
