@@ -11,7 +11,7 @@ use crate::{
     auth, check,
     config::{self, Command, Config, Opts, ServerArgs},
     exit::{Exit, StartError},
-    http::{self, Listener, State, auth::Tokens},
+    http::{self, Listener, State},
     logging, proxy,
     systemd::{notify, reload_ack, socket_activation, supervise},
     tools::{Services, SysomServer},
@@ -145,9 +145,10 @@ async fn serve_http(
     let listeners = listeners(&config, inherited)
         .await
         .map_err(StartError::Listen)?;
-    let tokens = Tokens::from_config(&config).map_err(StartError::Tokens)?;
+    let auth = auth::authenticate::Authenticator::from_config(&config, None)
+        .map_err(StartError::Tokens)?;
     let loopback = http::loopback_only(&listeners);
-    if tokens.is_empty() && !config.auth.allow_unauthenticated && !loopback {
+    if auth.is_empty() && !config.auth.allow_unauthenticated && !loopback {
         return Err(StartError::NoTokenBeyondLoopback);
     }
     let tls = http::tls::from_config(&config).map_err(StartError::Tls)?;
@@ -159,13 +160,21 @@ async fn serve_http(
         tracing::warn!("no SysOM credentials configured; tools will answer with what to set");
     }
     tracing::info!(
-        listen = %addresses, path = %config.server.path, tokens = tokens.len(), tls = tls.is_some(),
+        listen = %addresses, path = %config.server.path, tokens = auth.tokens.len(),
+        oauth = auth.oauth.is_some(), tls = tls.is_some(),
         stateless = config.server.stateless, activated,
         "serving MCP over {scheme} (legacy SSE and Streamable HTTP)"
     );
     let grace = config.server.shutdown_grace;
     let idle_timeout = config.server.idle_timeout;
-    let state = State::new(config, tokens, tls, server.clone(), loopback);
+    if auth.tokens.plain_count() > 0 {
+        tracing::warn!(
+            plain = auth.tokens.plain_count(),
+            "the tokens file holds plain tokens of the old format (every scope); replace them \
+             with `sysom-mcp token new NAME --scope …`"
+        );
+    }
+    let state = State::new(config, auth, tls, server.clone(), loopback);
     let stop = CancellationToken::new();
 
     notify::ready(&format!("serving on {addresses}"));

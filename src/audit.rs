@@ -11,6 +11,8 @@ use std::{io::Write, sync::OnceLock, time::SystemTime};
 
 use serde_json::{Map, Value, json};
 
+use crate::auth::Principal;
+
 /// The tracing target of audit events (journald mode); the log filter never drops it.
 pub const TARGET: &str = "sysom_audit";
 
@@ -36,7 +38,8 @@ pub enum Decision {
     DeniedScope,
     /// No valid credential.
     DeniedAuth,
-    /// Over a per-principal limit.
+    /// Over a per-principal limit (the limits are not wired in yet).
+    #[allow(dead_code)]
     RateLimited,
     /// A session id that belongs to another principal (or to nobody).
     DeniedSession,
@@ -141,6 +144,32 @@ pub fn redact(value: &Value) -> Value {
 }
 
 impl Record {
+    /// A record about `principal` (name and how it authenticated).
+    pub fn by(principal: &Principal) -> Self {
+        Self {
+            principal: principal.name.clone(),
+            auth: principal.kind.as_str(),
+            ..Self::default()
+        }
+    }
+
+    /// A refused request: who (if known), what was decided, the HTTP status, and why.
+    pub fn refusal(
+        principal: &Principal,
+        decision: Decision,
+        transport: &'static str,
+        outcome: &str,
+        message: &str,
+    ) -> Self {
+        Self {
+            transport,
+            decision: Some(decision),
+            outcome: outcome.to_string(),
+            message: message.to_string(),
+            ..Self::by(principal)
+        }
+    }
+
     /// The record as journal-style fields (also the JSON-lines keys).
     pub fn fields(&self) -> Map<String, Value> {
         let mut m = Map::new();

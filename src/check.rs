@@ -5,9 +5,9 @@
 use std::{process::Command, time::Duration};
 
 use crate::{
+    auth::tokens::Tokens,
     config::{self, ServerArgs},
     exit::StartError,
-    http::auth::Tokens,
     tools::{Services, envelope},
     upstream::ops,
 };
@@ -32,6 +32,10 @@ struct Report {
 impl Report {
     fn ok(&self, what: &str) {
         println!("  ok    {what}");
+    }
+    /// Works, but should be changed; not counted as a problem.
+    fn warn(&self, what: &str, fix: &str) {
+        println!("  WARN  {what}\n        → {fix}");
     }
     fn problem(&mut self, what: &str, fix: &str) {
         self.problems += 1;
@@ -88,12 +92,32 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
     );
 
     println!("authentication:");
+    if let Some(oauth) = &config.auth.oauth {
+        r.ok(&format!(
+            "OAuth access tokens from {} for audience {}",
+            oauth.issuer, oauth.resource
+        ));
+    }
     match Tokens::from_config(&config) {
-        Ok(t) if !t.is_empty() => r.ok(&format!(
-            "{} bearer token(s) ({})",
-            t.len(),
-            source("--token-file", "SYSOM_MCP_TOKEN_FILE", in_file.3)
-        )),
+        Ok(t) if !t.is_empty() => {
+            r.ok(&format!(
+                "{} bearer token(s) ({})",
+                t.len(),
+                source("--token-file", "SYSOM_MCP_TOKEN_FILE", in_file.3)
+            ));
+            if t.plain_count() > 0 {
+                r.warn(
+                    &format!(
+                        "{} plain token(s) of the old format: the file holds the token itself, \
+                         and it has every scope",
+                        t.plain_count()
+                    ),
+                    "replace each with `sysom-mcp token new NAME --scope read,diagnose` (only \
+                     its SHA-256 is stored) and delete the plain line",
+                );
+            }
+        }
+        Ok(_) if config.auth.oauth.is_some() => {}
         Ok(_) if config.auth.allow_unauthenticated => r.ok("no tokens; unauthenticated access explicitly allowed"),
         Ok(_) if config.server.is_loopback() => {
             r.ok("no tokens; fine while listening on loopback only (socket activation on 0.0.0.0/[::] needs one)")

@@ -13,11 +13,7 @@ pub mod config;
 pub mod json_limits;
 pub mod signing;
 
-// Audit records and the scope/token/OAuth model from main are not wired into the HTTP layer
-// yet (only `token new|list` uses them): allowed to be unused until they are.
-#[allow(dead_code)]
 mod audit;
-#[allow(dead_code)]
 mod auth;
 mod check;
 mod credentials;
@@ -42,7 +38,8 @@ mod upstream;
 /// themselves stay private. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::http::{auth::Tokens, legacy_sse::Registry};
+    pub use crate::auth::{Principal, tokens::Tokens};
+    pub use crate::http::legacy_sse::Registry;
     pub use crate::tools::{Services, SysomServer};
 
     /// The process-wide rustls crypto provider, as `app::main` installs it.

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use sysom_mcp::{
     config,
-    fuzzing::{Registry, Services, SysomServer, install_crypto},
+    fuzzing::{Principal, Registry, Services, SysomServer, install_crypto},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +32,10 @@ fuzz_target!(|data: &[u8]| {
     rt.block_on(async {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
+        let me = Principal::stdio();
         let resp = registry.open(
             server(),
+            me.id(),
             "/mcp/messages",
             Duration::from_secs(30),
             Duration::from_secs(60),
@@ -44,9 +46,9 @@ fuzz_target!(|data: &[u8]| {
         let text = String::from_utf8_lossy(&first);
         let id = text.split("sessionId=").nth(1).unwrap().trim().to_string();
         for message in data.split(|b| *b == b'\n') {
-            let _ = tokio::time::timeout(Duration::from_millis(50), registry.post(&id, message)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), registry.post(&id, &me, message)).await;
         }
-        let _ = registry.post("no-such-session", data).await;
+        let _ = registry.post("no-such-session", &me, data).await;
         // Drain what the session answered, then close it.
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), body.frame()).await {}
         shutdown.cancel();

@@ -29,18 +29,7 @@ pub const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Keys are re-fetched after this long even without an unknown `kid`.
 const MAX_AGE: Duration = Duration::from_secs(3600);
 
-/// What the configuration says about the authorization server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthSettings {
-    /// The `iss` every token must carry.
-    pub issuer: String,
-    /// This server's canonical URI: the audience every token must name.
-    pub resource: String,
-    /// The JWKS URL; discovered from the issuer's metadata when unset.
-    pub jwks_uri: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
+pub use crate::config::OAuthSettings;
 
 /// Why a token was refused. The text goes into the 401's `error_description`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +172,18 @@ impl Validator {
             })
         });
         Self::with_fetcher(settings, fetch)
+    }
+
+    /// A validator for the configured issuer, with its own HTTP client (short deadlines: a
+    /// slow issuer must not hold requests for long).
+    pub fn from_settings(settings: &OAuthSettings) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self::new(settings.clone(), http)
     }
 
     /// A validator whose keys come from `fetch` (tests).

@@ -151,6 +151,12 @@ impl Tokens {
         Ok(Self(entries))
     }
 
+    /// The client tokens the configuration names, plus `$CREDENTIALS_DIRECTORY/mcp-tokens`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let dir = crate::credentials::credentials_dir(&crate::config::process_env);
+        Self::load(&config.auth.token_files, dir.as_deref())
+    }
+
     pub fn from_text(text: &str) -> Result<Self, String> {
         parse(text, "tokens").map(Self)
     }

@@ -181,6 +181,30 @@ pub struct ServerArgs {
     /// Require a bearer token on /metrics too [default: false]
     #[arg(global = true, long, env = "SYSOM_MCP_METRICS_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_auth: Option<bool>,
+    /// OAuth authorization server (its `iss`) whose JWT access tokens are accepted
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_OAUTH_ISSUER",
+        value_name = "URL"
+    )]
+    pub oauth_issuer: Option<String>,
+    /// This server's canonical URI, the audience OAuth tokens must name (RFC 8707)
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_OAUTH_RESOURCE",
+        value_name = "URL"
+    )]
+    pub oauth_resource: Option<String>,
+    /// JWKS URL of the OAuth issuer [default: from the issuer's metadata]
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_OAUTH_JWKS_URI",
+        value_name = "URL"
+    )]
+    pub oauth_jwks_uri: Option<String>,
 
     /// Accepted Host header values, comma-separated; `*` = any [default: localhost, IP
     /// addresses, the configured host and the system hostname]

@@ -58,6 +58,9 @@ pub struct AuthSection {
     pub token_files: Option<Vec<PathBuf>>,
     pub allow_unauthenticated: Option<bool>,
     pub metrics_require_token: Option<bool>,
+    pub oauth_issuer: Option<String>,
+    pub oauth_resource: Option<String>,
+    pub oauth_jwks_uri: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

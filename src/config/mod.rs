@@ -107,7 +107,25 @@ pub struct AuthSettings {
     pub token_files: Vec<PathBuf>,
     pub allow_unauthenticated: bool,
     pub metrics_require_token: bool,
+    /// The OAuth authorization server whose access tokens are accepted beside static tokens.
+    pub oauth: Option<OAuthSettings>,
 }
+
+/// What the configuration says about the OAuth authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// This server's canonical URI: the audience every token must name (RFC 8707).
+    pub resource: String,
+    /// The JWKS URL; discovered from the issuer's metadata when unset.
+    pub jwks_uri: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Clock skew tolerated on OAuth `exp` and `nbf`.
+pub const OAUTH_LEEWAY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 pub struct AccessSettings {
@@ -277,6 +295,59 @@ fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// An OAuth URL: https, or http to a loopback address (a local issuer in tests).
+fn parse_oauth_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(key, raw)?;
+    let loopback = url.host_str().is_some_and(is_loopback_host);
+    if url.scheme() != "https" && !loopback {
+        return Err(invalid(
+            key,
+            format!("{raw:?} must be https:// (http:// only to a loopback address)"),
+        ));
+    }
+    Ok(url)
+}
+
+fn oauth_settings(
+    issuer: Option<String>,
+    resource: Option<String>,
+    jwks_uri: Option<String>,
+) -> Result<Option<OAuthSettings>, ConfigError> {
+    let Some(issuer) = issuer.filter(|s| !s.is_empty()) else {
+        if resource.is_some() || jwks_uri.is_some() {
+            return Err(invalid(
+                "auth.oauth_issuer",
+                "auth.oauth_resource or auth.oauth_jwks_uri is set but the issuer is not",
+            ));
+        }
+        return Ok(None);
+    };
+    parse_oauth_url("auth.oauth_issuer", &issuer)?;
+    let Some(resource) = resource.filter(|s| !s.is_empty()) else {
+        return Err(invalid(
+            "auth.oauth_resource",
+            "an OAuth issuer needs this server's canonical URI as the audience tokens must name \
+             (e.g. https://mcp.example.com/mcp/unified)",
+        ));
+    };
+    let parsed = parse_url("auth.oauth_resource", &resource)?;
+    if parsed.fragment().is_some() || parsed.query().is_some() {
+        return Err(invalid(
+            "auth.oauth_resource",
+            "the canonical URI has no query or fragment (RFC 8707)",
+        ));
+    }
+    if let Some(j) = &jwks_uri {
+        parse_oauth_url("auth.oauth_jwks_uri", j)?;
+    }
+    Ok(Some(OAuthSettings {
+        issuer,
+        resource,
+        jwks_uri,
+        leeway: OAUTH_LEEWAY,
+    }))
+}
+
 fn parse_cidrs(key: &'static str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     raw.iter()
         .map(|s| s.trim())
@@ -346,6 +417,11 @@ pub fn resolve(
             false,
         ),
         metrics_require_token: pick(args.metrics_auth, file.auth.metrics_require_token, false),
+        oauth: oauth_settings(
+            args.oauth_issuer.clone().or(file.auth.oauth_issuer),
+            args.oauth_resource.clone().or(file.auth.oauth_resource),
+            args.oauth_jwks_uri.clone().or(file.auth.oauth_jwks_uri),
+        )?,
     };
 
     let access = AccessSettings {

@@ -31,7 +31,7 @@ use rmcp::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics, tools::SysomServer};
+use crate::{auth::Principal, metrics, tools::SysomServer};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -43,6 +43,8 @@ const SLOW_READER_GRACE: Duration = Duration::from_secs(10);
 type InFlight = Arc<Mutex<HashSet<String>>>;
 
 struct Session {
+    /// The id of the principal that opened the session: only it may post to it.
+    owner: String,
     inbound: mpsc::Sender<ClientJsonRpcMessage>,
     last_seen: Arc<Mutex<Instant>>,
     in_flight: InFlight,
@@ -82,6 +84,7 @@ impl Registry {
     pub fn open(
         self: &Arc<Self>,
         server: SysomServer,
+        owner: String,
         message_path: &str,
         keep_alive: Duration,
         idle_timeout: Duration,
@@ -99,6 +102,7 @@ impl Registry {
             .insert(
                 id.clone(),
                 Session {
+                    owner,
                     inbound: in_tx,
                     last_seen: last_seen.clone(),
                     in_flight: in_flight.clone(),
@@ -194,15 +198,27 @@ impl Registry {
             .expect("static response parts are valid")
     }
 
-    /// Delivers one client message to its session.
-    pub async fn post(&self, session_id: &str, body: &[u8]) -> Result<(), PostError> {
+    /// Delivers one client message to its session. A session opened by another principal is
+    /// reported as unknown. The principal travels with a request to the tools (extensions).
+    pub async fn post(
+        &self,
+        session_id: &str,
+        principal: &Principal,
+        body: &[u8],
+    ) -> Result<(), PostError> {
         let (mut inbound, last_seen, in_flight) = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            let s = sessions.get(session_id).ok_or(PostError::UnknownSession)?;
+            let s = sessions
+                .get(session_id)
+                .filter(|s| s.owner == principal.id())
+                .ok_or(PostError::UnknownSession)?;
             (s.inbound.clone(), s.last_seen.clone(), s.in_flight.clone())
         };
-        let message: ClientJsonRpcMessage =
+        let mut message: ClientJsonRpcMessage =
             serde_json::from_slice(body).map_err(|e| PostError::Malformed(e.to_string()))?;
+        if let ClientJsonRpcMessage::Request(r) = &mut message {
+            rmcp::model::GetExtensions::extensions_mut(&mut r.request).insert(principal.clone());
+        }
         if let ClientJsonRpcMessage::Request(r) = &message {
             let mut pending = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let key = id_key(&r.id);

@@ -4,7 +4,6 @@
 //! accepting and draining is `serve`, limits are `limits`, rmcp's wire quirks `rmcp_compat`.
 
 pub(crate) mod access;
-pub(crate) mod auth;
 pub(crate) mod legacy_sse;
 pub(crate) mod limits;
 pub(crate) mod rmcp_compat;
@@ -12,7 +11,11 @@ pub(crate) mod router;
 pub(crate) mod serve;
 pub(crate) mod tls;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -24,7 +27,14 @@ use rmcp::transport::streamable_http_server::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, tools::SysomServer};
+use crate::{
+    auth::{
+        Principal, Scopes,
+        authenticate::{AuthFailure, Authenticator},
+    },
+    config::Config,
+    tools::SysomServer,
+};
 pub(crate) use legacy_sse::Body;
 pub(crate) use serve::{Listener, loopback_only, serve};
 
@@ -34,7 +44,8 @@ type Stateless = StreamableHttpService<SysomServer, NeverSessionManager>;
 /// Everything a request handler needs. Parts that SIGHUP reloads sit behind `ArcSwap`.
 pub struct State {
     pub config: ArcSwap<Config>,
-    pub tokens: ArcSwap<auth::Tokens>,
+    /// Accepted credentials: the tokens file and the OAuth issuer.
+    pub auth: ArcSwap<Authenticator>,
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     server: SysomServer,
     /// Stateful sessions on 2025-11-25 or later (with SSE priming events)...
@@ -52,7 +63,11 @@ pub struct State {
     pub counters: Arc<limits::Counters>,
     /// Whether every listening socket is loopback-only (tokens are optional then).
     loopback_only: bool,
-    tools_list_json: String,
+    /// The `tools/list` result for each set of scopes, serialised once (see [`Scopes::index`]).
+    tools_list_json: Vec<String>,
+    /// Who opened each stateful Streamable HTTP session (its principal's id): only that
+    /// principal may use or delete it.
+    owners: Mutex<HashMap<String, String>>,
 }
 
 fn streamable_config(
@@ -76,12 +91,16 @@ fn streamable_config(
 impl State {
     pub fn new(
         config: Config,
-        tokens: auth::Tokens,
+        auth: Authenticator,
         tls: Option<TlsAcceptor>,
         server: SysomServer,
         loopback_only: bool,
     ) -> Arc<Self> {
-        let tools_list_json = rmcp_compat::tools_list_json(server.tool_list());
+        // Over HTTP, a call carries the principal its request authenticated as; nothing else.
+        let server = server.for_http();
+        let tools_list_json = Scopes::every()
+            .map(|scopes| rmcp_compat::tools_list_json(server.tool_list_for(scopes)))
+            .collect();
         let shutdown = CancellationToken::new();
         let manager = |priming: bool| {
             let mut manager = LocalSessionManager::default();
@@ -112,7 +131,7 @@ impl State {
         );
         Arc::new(Self {
             config: ArcSwap::from_pointee(config),
-            tokens: ArcSwap::from_pointee(tokens),
+            auth: ArcSwap::from_pointee(auth),
             tls: ArcSwap::from_pointee(tls),
             server,
             stateful,
@@ -125,6 +144,7 @@ impl State {
             counters: Arc::default(),
             loopback_only,
             tools_list_json,
+            owners: Mutex::default(),
         })
     }
 
@@ -132,17 +152,69 @@ impl State {
     /// explicit opt-out serve openly; otherwise every request is refused (fail closed, e.g. if a
     /// reload left the token list empty).
     pub fn auth_required(&self) -> bool {
-        !self.tokens.load().is_empty()
+        !self.auth.load().is_empty()
             || !(self.loopback_only || self.config.load().auth.allow_unauthenticated)
+    }
+
+    /// Who the request speaks for: its credential's principal, or the anonymous principal
+    /// (every scope) when the server serves without credentials.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, AuthFailure> {
+        if !self.auth_required() {
+            return Ok(Principal::anonymous());
+        }
+        let auth = self.auth.load_full();
+        auth.authenticate(headers).await
+    }
+
+    /// The OAuth settings, when an issuer is configured.
+    pub fn oauth(&self) -> Option<crate::config::OAuthSettings> {
+        self.config.load().auth.oauth.clone()
+    }
+
+    pub fn server(&self) -> &SysomServer {
+        &self.server
     }
 
     pub async fn session_count(&self) -> usize {
         self.legacy.len() + self.streamable_sessions().await
     }
 
-    /// The `tools/list` result, serialised once.
-    pub fn tools_list_json(&self) -> &str {
-        &self.tools_list_json
+    /// The `tools/list` result for a principal holding `scopes`, serialised once.
+    pub fn tools_list_json(&self, scopes: Scopes) -> &str {
+        &self.tools_list_json[scopes.index()]
+    }
+
+    /// Whether `principal` may use the stateful session `id`: yes if it opened it, or if the
+    /// session is not one this server recorded (rmcp then answers for unknown ids itself).
+    fn owns_session(&self, id: &str, principal: &Principal) -> bool {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.get(id).is_none_or(|owner| *owner == principal.id())
+    }
+
+    /// Records who opened a session; forgets sessions rmcp no longer holds once the map grows
+    /// past the session cap.
+    async fn record_owner(&self, id: &str, principal: &Principal) {
+        let max = self.config.load().limits.max_sessions;
+        let stale: Vec<String> = {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            owners.insert(id.to_string(), principal.id());
+            if owners.len() <= max {
+                return;
+            }
+            owners.keys().cloned().collect()
+        };
+        let mut gone = Vec::new();
+        for id in stale {
+            if !rmcp_compat::has_session(&self.sessions, &id).await
+                && !rmcp_compat::has_session(&self.sessions_unprimed, &id).await
+            {
+                gone.push(id);
+            }
+        }
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        for id in gone {
+            owners.remove(&id);
+        }
     }
 
     /// Open stateful Streamable HTTP sessions.
@@ -162,12 +234,31 @@ impl State {
             .await
     }
 
-    async fn stateful<B>(&self, req: Request<B>) -> Response<Body>
+    async fn stateful<B>(&self, req: Request<B>, principal: &Principal) -> Response<Body>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: std::fmt::Display,
     {
+        let session_id = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Another principal's session does not exist, as far as this caller can tell.
+        if let Some(id) = &session_id
+            && !self.owns_session(id, principal)
+        {
+            crate::audit::Record::refusal(
+                principal,
+                crate::audit::Decision::DeniedSession,
+                "streamable_http",
+                "404",
+                "a Streamable HTTP session used by another principal",
+            )
+            .emit();
+            return router::unknown_session();
+        }
         let creates_session =
             req.method() == http::Method::POST && !req.headers().contains_key("mcp-session-id");
         // Held until rmcp has registered the new session (or refused to create it).
@@ -193,10 +284,19 @@ impl State {
         } else {
             self.stateful_unprimed.clone()
         };
-        match tower_service::Service::call(&mut svc, req).await {
+        let resp = match tower_service::Service::call(&mut svc, req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
+        };
+        if creates_session
+            && let Some(id) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            self.record_owner(id, principal).await;
         }
+        resp
     }
 
     async fn stateless<B>(&self, req: Request<B>) -> Response<Body>
@@ -212,13 +312,18 @@ impl State {
         }
     }
 
-    async fn open_legacy(self: &Arc<Self>, peer: Option<SocketAddr>) -> Response<Body> {
+    async fn open_legacy(
+        self: &Arc<Self>,
+        peer: Option<SocketAddr>,
+        principal: &Principal,
+    ) -> Response<Body> {
         let Some(_slot) = self.reserve_session().await else {
             return limits::too_many_sessions();
         };
         let config = self.config.load();
         self.legacy.open(
             self.server.for_client(peer),
+            principal.id(),
             &format!("{}/messages", config.server.path),
             config.server.sse_keep_alive,
             config.limits.session_idle_timeout,
@@ -232,7 +337,8 @@ impl State {
             "status": if creds { "ready" } else { "not ready" },
             "config": "loaded",
             "credentials": if creds { "configured" } else { "missing: set ACCESS_KEY_ID/ACCESS_KEY_SECRET or credential files" },
-            "tokens": self.tokens.load().len(),
+            "tokens": self.auth.load().tokens.len(),
+            "oauth": self.config.load().auth.oauth.is_some(),
         });
         let status = if creds {
             StatusCode::OK

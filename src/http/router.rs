@@ -1,6 +1,7 @@
-//! The request path, as one readable sequence: client IP check → health/metrics routes →
-//! Host/Origin → bearer token → MCP dispatch (legacy SSE, Streamable HTTP stateful or
-//! stateless). Every refusal is a proper status code with a JSON body saying why.
+//! The request path, as one readable sequence: client IP check → health/metrics/metadata
+//! routes → Host/Origin → credential (a [`Principal`]) → scope check of `tools/call` → MCP
+//! dispatch (legacy SSE, Streamable HTTP stateful or stateless), the principal riding along in
+//! the request's extensions. Every refusal is a proper status code with a JSON body saying why.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -12,8 +13,17 @@ use serde_json::{Value, json};
 
 use rmcp::model::ClientJsonRpcMessage;
 
-use super::{Body, State, access, auth::AuthFailure, rmcp_compat};
-use crate::{json_limits, metrics, tools::ClientAddr};
+use super::{Body, State, access, rmcp_compat};
+use crate::{
+    audit,
+    auth::{Principal, Scope, authenticate::AuthFailure},
+    config::OAuthSettings,
+    json_limits, metrics,
+    tools::ClientAddr,
+};
+
+/// RFC 9728 protected-resource metadata lives here (and with the resource's path appended).
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 pub(crate) fn full(
     status: StatusCode,
@@ -73,19 +83,128 @@ fn with_header(mut resp: Response<Body>, name: header::HeaderName, value: &str) 
     resp
 }
 
-fn unauthorized(failure: AuthFailure) -> Response<Body> {
+/// The metadata URL of `resource` (RFC 9728 section 3.1: the well-known path inserted between
+/// the host and the resource's path).
+fn metadata_url(resource: &str) -> Option<String> {
+    let url = url::Url::parse(resource).ok()?;
+    let path = url.path().trim_end_matches('/');
+    Some(format!(
+        "{}{METADATA_PATH}{path}",
+        url.origin().ascii_serialization()
+    ))
+}
+
+/// The `WWW-Authenticate` challenge: realm, the metadata URL when OAuth is configured, and
+/// the error (RFC 6750) when a credential was presented.
+fn challenge(
+    oauth: Option<&OAuthSettings>,
+    error: Option<(&str, &str)>,
+    scope: Option<&str>,
+) -> String {
+    let mut c = "Bearer realm=\"sysom-mcp\"".to_string();
+    if let Some(url) = oauth.and_then(|o| metadata_url(&o.resource)) {
+        c.push_str(&format!(", resource_metadata=\"{url}\""));
+    }
+    if let Some((code, description)) = error {
+        let description = description.replace(['"', '\\'], "'");
+        c.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{description}\""
+        ));
+    }
+    if let Some(scope) = scope {
+        c.push_str(&format!(", scope=\"{scope}\""));
+    }
+    c
+}
+
+fn unauthorized(failure: &AuthFailure, oauth: Option<&OAuthSettings>) -> Response<Body> {
     let (code, message) = failure.describe();
-    let challenge = match failure {
-        AuthFailure::Missing => "Bearer realm=\"sysom-mcp\"".to_string(),
-        _ => format!(
-            "Bearer realm=\"sysom-mcp\", error=\"invalid_token\", error_description=\"{message}\""
-        ),
+    let error = match failure {
+        AuthFailure::Missing => None,
+        _ => Some(("invalid_token", message.as_str())),
     };
     with_header(
-        json_error(StatusCode::UNAUTHORIZED, code, message),
+        json_error(StatusCode::UNAUTHORIZED, code, &message),
         header::WWW_AUTHENTICATE,
-        &challenge,
+        &challenge(oauth, error, None),
     )
+}
+
+/// 403 for a `tools/call` outside the principal's scopes: a step-up challenge naming the scope
+/// the tool needs, and the JSON-RPC error in the body for clients that read it.
+fn insufficient_scope(
+    id: Option<&Value>,
+    tool: &str,
+    scope: Scope,
+    oauth: Option<&OAuthSettings>,
+) -> Response<Body> {
+    let message = format!("tool {tool} needs scope {scope}, which this credential does not hold");
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": {
+            "code": crate::tools::FORBIDDEN,
+            "message": message,
+            "data": {"required_scope": scope.as_str()},
+        },
+    });
+    with_header(
+        full(StatusCode::FORBIDDEN, "application/json", body.to_string()),
+        header::WWW_AUTHENTICATE,
+        &challenge(
+            oauth,
+            Some(("insufficient_scope", &message)),
+            Some(scope.as_str()),
+        ),
+    )
+}
+
+/// RFC 9728 metadata: this resource, its authorization server, the scopes it knows.
+fn protected_resource_metadata(oauth: &OAuthSettings) -> Response<Body> {
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    let body = json!({
+        "resource": oauth.resource,
+        "authorization_servers": [oauth.issuer],
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "sysom-mcp",
+    });
+    let resp = full(StatusCode::OK, "application/json", body.to_string());
+    with_header(resp, header::CACHE_CONTROL, "max-age=300")
+}
+
+/// What a session id of another principal gets: the very answer rmcp gives an unknown one.
+pub(crate) fn unknown_session() -> Response<Body> {
+    full(
+        StatusCode::NOT_FOUND,
+        "text/plain",
+        "Not Found: Session not found",
+    )
+}
+
+/// An audit record for a request refused before it reached a tool.
+fn audit_refusal(
+    principal: Option<&Principal>,
+    decision: audit::Decision,
+    transport: &'static str,
+    client: Option<std::net::IpAddr>,
+    status: StatusCode,
+    tool: &str,
+    message: &str,
+) {
+    let mut r = match principal {
+        Some(p) => audit::Record::refusal(p, decision, transport, status.as_str(), message),
+        None => audit::Record {
+            transport,
+            decision: Some(decision),
+            outcome: status.as_str().to_string(),
+            message: message.to_string(),
+            ..audit::Record::default()
+        },
+    };
+    r.client = client.map(|c| c.to_string()).unwrap_or_default();
+    r.tool = tool.to_string();
+    r.emit();
 }
 
 fn method_not_allowed(allow: &str) -> Response<Body> {
@@ -182,10 +301,15 @@ async fn route(
         }
         "/readyz" => return (Some("/readyz"), state.readiness()),
         "/metrics" => {
-            if config.auth.metrics_require_token
-                && let Err(f) = state.tokens.load().check(req.headers())
-            {
-                return (Some("/metrics"), unauthorized(f));
+            if config.auth.metrics_require_token {
+                // Any valid credential, even when the server could serve openly.
+                let auth = state.auth.load_full();
+                if let Err(f) = auth.authenticate(req.headers()).await {
+                    return (
+                        Some("/metrics"),
+                        unauthorized(&f, config.auth.oauth.as_ref()),
+                    );
+                }
             }
             metrics::set_sessions("streamable_http", state.streamable_sessions().await);
             return (
@@ -200,6 +324,13 @@ async fn route(
         _ => {}
     }
     let mcp_path = config.server.path.as_str();
+    if let Some(oauth) = &config.auth.oauth
+        && (path == METADATA_PATH
+            || path.strip_prefix(METADATA_PATH) == Some(mcp_path)
+            || path.strip_suffix(METADATA_PATH) == Some(mcp_path))
+    {
+        return (Some("oauth_metadata"), protected_resource_metadata(oauth));
+    }
     let messages_path = format!("{mcp_path}/messages");
     let route = if path == mcp_path {
         "mcp"
@@ -241,15 +372,33 @@ async fn route(
             ),
         );
     }
-    if state.auth_required()
-        && let Err(f) = state.tokens.load().check(req.headers())
-    {
-        return (Some(route), unauthorized(f));
-    }
-    let resp = if route == "mcp_messages" {
-        legacy_post(state, req, config.server.max_body_bytes).await
+    let transport = if route == "mcp_messages" {
+        "sse"
     } else {
-        mcp(state, peer, req, config.server.max_body_bytes).await
+        "streamable_http"
+    };
+    let principal = match state.authenticate(req.headers()).await {
+        Ok(p) => p,
+        Err(f) => {
+            let (_, message) = f.describe();
+            audit_refusal(
+                None,
+                audit::Decision::DeniedAuth,
+                transport,
+                client,
+                StatusCode::UNAUTHORIZED,
+                "",
+                &message,
+            );
+            return (Some(route), unauthorized(&f, config.auth.oauth.as_ref()));
+        }
+    };
+    // The client as the audit trail and logs name it: the address behind trusted proxies.
+    let peer = peer.map(|p| SocketAddr::new(client.unwrap_or(p.ip()), p.port()));
+    let resp = if route == "mcp_messages" {
+        legacy_post(state, req, config.server.max_body_bytes, &principal, client).await
+    } else {
+        mcp(state, peer, req, config.server.max_body_bytes, principal).await
     };
     (Some(route), resp)
 }
@@ -320,7 +469,13 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<ReadBody, Res
     }
 }
 
-async fn legacy_post(state: &Arc<State>, req: Request<Incoming>, limit: usize) -> Response<Body> {
+async fn legacy_post(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    limit: usize,
+    principal: &Principal,
+    client: Option<std::net::IpAddr>,
+) -> Response<Body> {
     if req.method() != Method::POST {
         return method_not_allowed("POST");
     }
@@ -337,13 +492,24 @@ async fn legacy_post(state: &Arc<State>, req: Request<Incoming>, limit: usize) -
     };
     let body = &read.bytes;
     use super::legacy_sse::PostError;
-    match state.legacy.post(&session, body).await {
+    match state.legacy.post(&session, principal, body).await {
         Ok(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
-        Err(PostError::UnknownSession) => json_error(
-            StatusCode::NOT_FOUND,
-            "unknown_session",
-            "no such SSE session; open a new one with GET",
-        ),
+        Err(PostError::UnknownSession) => {
+            audit_refusal(
+                Some(principal),
+                audit::Decision::DeniedSession,
+                "sse",
+                client,
+                StatusCode::NOT_FOUND,
+                "",
+                "a legacy SSE session that does not exist or belongs to another principal",
+            );
+            json_error(
+                StatusCode::NOT_FOUND,
+                "unknown_session",
+                "no such SSE session; open a new one with GET",
+            )
+        }
         Err(PostError::Malformed(e)) => invalid_message(body, &e),
         Err(PostError::Closed) => json_error(
             StatusCode::GONE,
@@ -372,13 +538,15 @@ async fn mcp(
     peer: Option<SocketAddr>,
     mut req: Request<Incoming>,
     limit: usize,
+    principal: Principal,
 ) -> Response<Body> {
     if let Some(addr) = peer {
         req.extensions_mut().insert(ClientAddr(addr));
     }
+    req.extensions_mut().insert(principal.clone());
     let has_session = req.headers().contains_key("mcp-session-id");
     match *req.method() {
-        Method::GET if has_session => state.stateful(req).await,
+        Method::GET if has_session => state.stateful(req, &principal).await,
         Method::GET => {
             if !accepts(req.headers(), "text/event-stream") {
                 return json_error(
@@ -399,9 +567,11 @@ async fn mcp(
                     "POST",
                 );
             }
-            state.open_legacy(peer).await
+            state.open_legacy(peer, &principal).await
         }
-        Method::DELETE if has_session => rmcp_compat::session_deleted(state.stateful(req).await),
+        Method::DELETE if has_session => {
+            rmcp_compat::session_deleted(state.stateful(req, &principal).await)
+        }
         Method::POST => {
             let _in_flight = state.counters.post_started();
             if !is_json_content(req.headers()) {
@@ -444,14 +614,19 @@ async fn mcp(
             if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
                 return invalid_message(&body, &e.to_string());
             }
+            if let Some(resp) = check_scope(state, &message, &principal, peer) {
+                return resp;
+            }
             if has_session {
                 return state
-                    .stateful(Request::from_parts(parts, Full::new(body)))
+                    .stateful(Request::from_parts(parts, Full::new(body)), &principal)
                     .await;
             }
-            if let Some(resp) =
-                rmcp_compat::prepared_answer(state.tools_list_json(), &message, &parts.headers)
-            {
+            if let Some(resp) = rmcp_compat::prepared_answer(
+                state.tools_list_json(principal.scopes),
+                &message,
+                &parts.headers,
+            ) {
                 return resp;
             }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
@@ -476,11 +651,46 @@ async fn mcp(
             if stateless {
                 state.stateless(req).await
             } else {
-                state.stateful(req).await
+                state.stateful(req, &principal).await
             }
         }
         _ => method_not_allowed("GET, POST, DELETE"),
     }
+}
+
+/// A `tools/call` of a tool whose scope the principal lacks is refused here, as HTTP 403 with
+/// a step-up challenge (the tool layer refuses it too, for transports without a status).
+fn check_scope(
+    state: &State,
+    message: &Value,
+    principal: &Principal,
+    peer: Option<SocketAddr>,
+) -> Option<Response<Body>> {
+    if message.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return None;
+    }
+    let tool = message.pointer("/params/name").and_then(Value::as_str)?;
+    let scope = state.server().tool_scope(tool)?;
+    if principal.may(scope) {
+        return None;
+    }
+    let mut r = audit::Record::refusal(
+        principal,
+        audit::Decision::DeniedScope,
+        "streamable_http",
+        "403",
+        &format!("tool call {tool} refused: needs {scope}"),
+    );
+    r.client = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    r.tool = tool.to_string();
+    r.scope = scope.as_str();
+    r.emit();
+    Some(insufficient_scope(
+        message.get("id"),
+        tool,
+        scope,
+        state.oauth().as_ref(),
+    ))
 }
 
 #[cfg(test)]
@@ -497,6 +707,43 @@ mod tests {
         assert!(accepts(&h, "text/event-stream"));
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         assert!(accepts(&h, "application/json"));
+    }
+
+    #[test]
+    fn challenges_name_the_metadata_and_the_missing_scope() {
+        let oauth = OAuthSettings {
+            issuer: "https://idp.example.com".into(),
+            resource: "https://mcp.example.com/mcp/unified".into(),
+            jwks_uri: None,
+            leeway: std::time::Duration::ZERO,
+        };
+        assert_eq!(
+            metadata_url(&oauth.resource).unwrap(),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp/unified"
+        );
+        let c = challenge(Some(&oauth), None, None);
+        assert!(
+            c.contains("resource_metadata=\"https://mcp.example.com/.well-known/"),
+            "{c}"
+        );
+        assert!(!c.contains("error="), "{c}");
+        let c = challenge(
+            None,
+            Some(("insufficient_scope", "say \"x\"")),
+            Some("sysom:admin"),
+        );
+        assert_eq!(
+            c,
+            "Bearer realm=\"sysom-mcp\", error=\"insufficient_scope\", \
+             error_description=\"say 'x'\", scope=\"sysom:admin\""
+        );
+        let resp = unauthorized(&AuthFailure::Invalid, Some(&oauth));
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let h = resp.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            h.contains("error=\"invalid_token\"") && h.contains("resource_metadata="),
+            "{h}"
+        );
     }
 
     #[test]

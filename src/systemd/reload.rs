@@ -3,8 +3,9 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
+    auth::authenticate::Authenticator,
     config::{self, Config, ServerArgs},
-    http::{State, auth::Tokens, tls},
+    http::{State, tls},
     tools::{Services, SysomServer, activation::Cache},
 };
 
@@ -17,7 +18,7 @@ static RELOADS_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 /// What a reload read and built, ready to be swapped in.
 struct Reloaded {
     config: Config,
-    tokens: Tokens,
+    auth: Authenticator,
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Services,
 }
@@ -44,13 +45,14 @@ pub(crate) async fn reload(
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let args = args.clone();
-    let had_tokens = !state.tokens.load().is_empty();
+    let had_tokens = !state.auth.load().tokens.is_empty();
+    let previous = state.auth.load_full();
     let cache = server.activation_cache();
     RELOADS_RUNNING.fetch_add(1, Ordering::SeqCst);
     let spawned = std::thread::Builder::new()
         .name("sysom-reload".into())
         .spawn(move || {
-            let result = read_reload(&args, had_tokens, cache);
+            let result = read_reload(&args, had_tokens, &previous, cache);
             RELOADS_RUNNING.fetch_sub(1, Ordering::SeqCst);
             let _ = tx.send(result);
         });
@@ -80,11 +82,12 @@ pub(crate) async fn reload(
             }
             server.replace_services(new.services);
             tracing::info!(
-                tokens = new.tokens.len(),
+                tokens = new.auth.tokens.len(),
+                oauth = new.auth.oauth.is_some(),
                 tls = new.tls.is_some(),
                 "configuration reloaded"
             );
-            state.tokens.store(Arc::new(new.tokens));
+            state.auth.store(Arc::new(new.auth));
             state.tls.store(Arc::new(new.tls));
             state.config.store(Arc::new(new.config));
             Ok(())
@@ -97,12 +100,17 @@ pub(crate) async fn reload(
 }
 
 /// The blocking half of [`reload`]: every file read and every object built from them.
-fn read_reload(args: &ServerArgs, had_tokens: bool, cache: Arc<Cache>) -> Result<Reloaded, String> {
+fn read_reload(
+    args: &ServerArgs,
+    had_tokens: bool,
+    previous: &Authenticator,
+    cache: Arc<Cache>,
+) -> Result<Reloaded, String> {
     let config = config::load(args, &config::process_env).map_err(|e| e.to_string())?;
-    let tokens = Tokens::from_config(&config)?;
+    let auth = Authenticator::from_config(&config, Some(previous))?;
     // Emptying the token list must not silently switch authentication off (on loopback,
     // behind a local reverse proxy, that would open the server).
-    if tokens.is_empty() && had_tokens {
+    if auth.tokens.is_empty() && had_tokens {
         return Err(
             "the new token list is empty; keeping the current tokens (to run without \
                     tokens, restart the service)"
@@ -113,7 +121,7 @@ fn read_reload(args: &ServerArgs, had_tokens: bool, cache: Arc<Cache>) -> Result
     let services = Services::from_config(&config, Some(cache));
     Ok(Reloaded {
         config,
-        tokens,
+        auth,
         tls,
         services,
     })

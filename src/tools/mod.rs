@@ -37,11 +37,16 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Scope,
+    audit,
+    auth::{Principal, Scope, Scopes},
     config::{self, Config, DiagnosisSettings, ToolSet},
     credentials::Provider,
     metrics, upstream,
 };
+
+/// The JSON-RPC error code of a tool call outside the caller's scopes (an implementation-defined
+/// server error, -32000..-32099); its `data.required_scope` names the scope.
+pub const FORBIDDEN: i32 = -32003;
 
 type JsonObject = Map<String, Value>;
 type BoxFuture = Pin<Box<dyn Future<Output = Value> + Send>>;
@@ -325,6 +330,9 @@ pub struct SysomServer {
     listed: Arc<Vec<Tool>>,
     /// The peer of a legacy SSE session, for logs (Streamable HTTP carries it per request).
     client: Option<std::net::SocketAddr>,
+    /// Whom a call speaks for when its request carries no [`Principal`]: the local user on
+    /// stdio; nobody (no scope) over HTTP, where every request carries its own.
+    fallback: Option<Principal>,
 }
 
 impl SysomServer {
@@ -340,6 +348,16 @@ impl SysomServer {
             tools: Arc::new(tools),
             listed: Arc::new(listed),
             client: None,
+            fallback: Some(Principal::stdio()),
+        }
+    }
+
+    /// A clone for the HTTP transports: calls are allowed only by the principal their request
+    /// carries.
+    pub fn for_http(&self) -> Self {
+        Self {
+            fallback: None,
+            ..self.clone()
         }
     }
 
@@ -366,8 +384,51 @@ impl SysomServer {
         self.services.load().upstream.credentials().is_configured()
     }
 
-    pub fn tool_list(&self) -> Vec<Tool> {
-        self.listed.as_ref().clone()
+    /// What `tools/list` shows a principal holding `scopes`: the listed tools it may call.
+    pub fn tool_list_for(&self, scopes: Scopes) -> Vec<Tool> {
+        self.listed
+            .iter()
+            .filter(|t| self.tool_scope(&t.name).is_some_and(|s| scopes.contains(s)))
+            .cloned()
+            .collect()
+    }
+
+    /// The scope a caller needs for `name`, if it is a tool.
+    pub fn tool_scope(&self, name: &str) -> Option<Scope> {
+        self.tools
+            .iter()
+            .find(|t| t.tool.name == name)
+            .map(|t| t.scope)
+    }
+
+    /// Whom the request speaks for: the principal the HTTP layer attached, else the fallback,
+    /// else an unauthenticated caller holding no scope.
+    fn principal(&self, ctx: &RequestContext<RoleServer>) -> Principal {
+        ctx.extensions
+            .get::<Principal>()
+            .or_else(|| {
+                ctx.extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|p| p.extensions.get::<Principal>())
+            })
+            .or(self.fallback.as_ref())
+            .cloned()
+            .unwrap_or_else(|| Principal {
+                name: "unauthenticated".into(),
+                kind: crate::auth::Kind::Anonymous,
+                scopes: Scopes::NONE,
+            })
+    }
+}
+
+/// The transport a request came by, for the audit trail.
+fn transport(ctx: &RequestContext<RoleServer>) -> &'static str {
+    if ctx.extensions.get::<http::request::Parts>().is_some() {
+        "streamable_http"
+    } else if ctx.extensions.get::<Principal>().is_some() {
+        "sse"
+    } else {
+        "stdio"
     }
 }
 
@@ -425,9 +486,10 @@ impl ServerHandler for SysomServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tool_list()))
+        let scopes = self.principal(&context).scopes;
+        Ok(ListToolsResult::with_all_items(self.tool_list_for(scopes)))
     }
 
     // No prompts or resources: the lists are empty.
@@ -499,6 +561,35 @@ impl ServerHandler for SysomServer {
         };
         let started = Instant::now();
         let addr = client_addr(&context).or(self.client);
+        let client = addr
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "stdio".into());
+        let principal = self.principal(&context);
+        let mut record = audit::Record {
+            client: client.clone(),
+            transport: transport(&context),
+            tool: def.tool.name.to_string(),
+            scope: def.scope.as_str(),
+            upstream_action: def.action,
+            args: request.arguments.clone().map(Value::Object),
+            ..audit::Record::by(&principal)
+        };
+        if !principal.may(def.scope) {
+            let message = format!(
+                "tool {} needs scope {}, which this credential does not hold",
+                def.tool.name, def.scope
+            );
+            record.decision = Some(audit::Decision::DeniedScope);
+            record.outcome = "Forbidden".into();
+            record.message = format!("tool call {} refused: needs {}", def.tool.name, def.scope);
+            record.emit();
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode(FORBIDDEN),
+                message,
+                Some(serde_json::json!({ "required_scope": def.scope.as_str() })),
+            ));
+        }
+        record.decision = Some(audit::Decision::Allowed);
         let ctx = CallCtx {
             cancel: context.ct.clone(),
             progress: match context.meta.get_progress_token() {
@@ -526,6 +617,8 @@ impl ServerHandler for SysomServer {
             Err(message) => (Err(message), None),
         };
         let millis = started.elapsed().as_millis() as u64;
+        record.duration_ms = millis;
+        record.request_id = upstream_request_id.clone().unwrap_or_default();
         let client = addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "stdio".into());
@@ -539,6 +632,10 @@ impl ServerHandler for SysomServer {
                 };
                 let failed = def.failure_is_error && code != envelope::SUCCESS;
                 metrics::record_tool_call(def.name(), code, started.elapsed());
+                record.outcome = code.to_string();
+                record.task_id = str_field(&envelope, &["task_id"]).to_string();
+                record.message = format!("tool call {} by {}: {code}", def.tool.name, principal);
+                record.emit();
                 tracing::info!(
                     sysom_tool = %def.tool.name,
                     sysom_task_id = str_field(&envelope, &["task_id"]),
@@ -558,6 +655,12 @@ impl ServerHandler for SysomServer {
             }
             Err(message) => {
                 metrics::record_tool_call(def.name(), "InvalidArguments", started.elapsed());
+                record.outcome = "InvalidArguments".into();
+                record.message = format!(
+                    "tool call {} by {}: InvalidArguments",
+                    def.tool.name, principal
+                );
+                record.emit();
                 tracing::info!(
                     sysom_tool = %def.tool.name,
                     sysom_upstream_action = def.action,
@@ -577,8 +680,8 @@ impl ToolDef {
         &self.tool.name
     }
 
-    /// The scope a caller needs for this tool. Read by the auth layer once it is wired in.
-    #[allow(dead_code)]
+    /// The scope a caller needs for this tool.
+    #[cfg(test)]
     pub fn scope(&self) -> Scope {
         self.scope
     }
