@@ -70,6 +70,13 @@ if command -v npm >/dev/null && [[ ! -x .venv/qwen/node_modules/.bin/qwen ]]; th
         || echo "run.sh: @qwen-code/qwen-code install failed; its test will skip" >&2
 fi
 
+# The OpenID provider (oidc-provider, npm) for tests/py/test_http_oauth.py; the test skips only if
+# npm cannot install it. Pinned by tests/oauth/package-lock.json.
+if command -v npm >/dev/null && [[ ! -d tests/oauth/node_modules/oidc-provider ]]; then
+    timeout 300 npm ci --prefix tests/oauth --no-audit --no-fund >&2 \
+        || echo "run.sh: tests/oauth (oidc-provider) install failed; the OAuth tests will skip" >&2
+fi
+
 for name in $venvs; do
     ensure_venv "$name"
     py=$root/.venv/$name/bin/python
