@@ -4,12 +4,11 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth, check,
-    config::{self, Command, Config, Opts, ServerArgs},
+    config::{self, Command, Config, ServerArgs},
     exit::{Exit, StartError},
     http::{self, Listener, State},
     logging, proxy,
@@ -22,7 +21,7 @@ pub fn main() -> ExitCode {
     // reqwest and tokio-rustls share one process-wide rustls crypto provider, needed before
     // any HTTPS client or server; `ring` builds everywhere.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let opts = Opts::parse();
+    let opts = config::cli::parse();
     let result = match opts.command {
         Some(Command::Check) => check::run(&opts.server),
         Some(Command::Proxy { url, token_file }) => proxy::run(url, token_file),

@@ -26,6 +26,40 @@ Precedence: built-in defaults < config file < environment < flags.
 Signals: SIGHUP reloads config, tokens, TLS certificates and credentials; SIGTERM drains and exits.
 Exit status: 0 ok, 1 runtime failure or `check` found problems, 2 usage or configuration error.";
 
+/// The clap command with every resolver default shown in its flag's help, from
+/// [`super::defaults`] (one constant per default; `resolve` applies the same constants).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    super::defaults::help_defaults()
+        .into_iter()
+        .fold(Opts::command(), |cmd, (id, default)| {
+            cmd.mut_arg(id, |arg| {
+                let shown = |text: Option<&clap::builder::StyledStr>| {
+                    format!(
+                        "{} [default: {default}]",
+                        text.map(|t| t.to_string()).unwrap_or_default()
+                    )
+                };
+                let help = shown(arg.get_help());
+                let arg = match arg.get_long_help() {
+                    Some(long) => {
+                        let long = shown(Some(long));
+                        arg.long_help(long)
+                    }
+                    None => arg,
+                };
+                arg.help(help)
+            })
+        })
+}
+
+/// Parses the process's command line (exits with status 2 on a usage error, as clap does).
+pub fn parse() -> Opts {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Opts::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// The command line as typed.
 #[derive(Debug, Parser)]
 #[command(
@@ -122,19 +156,19 @@ pub struct ServerArgs {
     /// Configuration file (TOML). A missing default file is fine; a missing explicit one is an error.
     #[arg(global = true, long, env = "SYSOM_MCP_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to bind when not socket-activated [default: 127.0.0.1]
+    /// Address to bind when not socket-activated
     #[arg(global = true, long, env = "SYSOM_MCP_HOST")]
     pub host: Option<String>,
-    /// Port to bind when not socket-activated [default: 7140]
+    /// Port to bind when not socket-activated
     #[arg(global = true, long, env = "SYSOM_MCP_PORT")]
     pub port: Option<u16>,
-    /// HTTP path of the MCP endpoint [default: /mcp/unified]
+    /// HTTP path of the MCP endpoint
     #[arg(global = true, long, env = "SYSOM_MCP_PATH")]
     pub path: Option<String>,
     /// Never create sessions: every request is served statelessly (for load balancers).
     #[arg(global = true, long, env = "SYSOM_MCP_STATELESS", num_args = 0..=1, default_missing_value = "true")]
     pub stateless: Option<bool>,
-    /// Exit after this many seconds without connections (socket activation restarts it) [default: 0 = never]
+    /// Exit after this many seconds without connections (socket activation restarts it)
     #[arg(
         global = true,
         long,
@@ -142,7 +176,7 @@ pub struct ServerArgs {
         value_name = "SECONDS"
     )]
     pub idle_timeout: Option<u64>,
-    /// Seconds in-flight tool calls get to finish on SIGTERM [default: 10]
+    /// Seconds in-flight tool calls get to finish on SIGTERM
     #[arg(
         global = true,
         long,
@@ -150,7 +184,7 @@ pub struct ServerArgs {
         value_name = "SECONDS"
     )]
     pub shutdown_grace: Option<u64>,
-    /// Seconds between SSE keep-alive comments [default: 15]
+    /// Seconds between SSE keep-alive comments
     #[arg(
         global = true,
         long,
@@ -158,7 +192,7 @@ pub struct ServerArgs {
         value_name = "SECONDS"
     )]
     pub sse_keep_alive: Option<u64>,
-    /// Largest accepted request body [default: 4194304]
+    /// Largest accepted request body
     #[arg(
         global = true,
         long,
@@ -239,10 +273,10 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
-    /// Maximum concurrent MCP sessions (SSE + Streamable HTTP) [default: 1000]
+    /// Maximum concurrent MCP sessions (SSE + Streamable HTTP)
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
-    /// Close sessions idle for this many seconds [default: 1800]
+    /// Close sessions idle for this many seconds
     #[arg(
         global = true,
         long,
@@ -250,7 +284,7 @@ pub struct ServerArgs {
         value_name = "SECONDS"
     )]
     pub session_idle_timeout: Option<u64>,
-    /// Maximum open connections per client IP [default: 256]
+    /// Maximum open connections per client IP
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
 
@@ -271,10 +305,10 @@ pub struct ServerArgs {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// SysOM OpenAPI endpoint URL [default: https://sysom.cn-hangzhou.aliyuncs.com]
+    /// SysOM OpenAPI endpoint URL
     #[arg(global = true, long, env = "SYSOM_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Upstream connect timeout in milliseconds [default: 2000]
+    /// Upstream connect timeout in milliseconds
     #[arg(
         global = true,
         long,
@@ -282,7 +316,7 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub connect_timeout_ms: Option<u64>,
-    /// Upstream read timeout in milliseconds [default: 10000]
+    /// Upstream read timeout in milliseconds
     #[arg(
         global = true,
         long,
@@ -290,7 +324,7 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub read_timeout_ms: Option<u64>,
-    /// Total time one upstream request may take, body included, in milliseconds [default: 30000]
+    /// Total time one upstream request may take, body included, in milliseconds
     #[arg(
         global = true,
         long,
@@ -298,7 +332,7 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub request_timeout_ms: Option<u64>,
-    /// Largest upstream response body accepted, in bytes [default: 16777216]
+    /// Largest upstream response body accepted, in bytes
     #[arg(
         global = true,
         long,
@@ -306,10 +340,10 @@ pub struct ServerArgs {
         value_name = "BYTES"
     )]
     pub max_response_bytes: Option<usize>,
-    /// Retries of GET operations on throttling and 5xx [default: 2]
+    /// Retries of GET operations on throttling and 5xx
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_RETRIES")]
     pub max_retries: Option<u32>,
-    /// Ceiling on upstream requests per second, all calls together; 0 = none [default: 50]
+    /// Ceiling on upstream requests per second, all calls together; 0 = none
     #[arg(
         global = true,
         long,
@@ -317,7 +351,7 @@ pub struct ServerArgs {
         value_name = "N"
     )]
     pub max_requests_per_second: Option<u32>,
-    /// Seconds a diagnosis may run before TaskTimeout [default: 150]
+    /// Seconds a diagnosis may run before TaskTimeout
     #[arg(
         global = true,
         long,
@@ -325,7 +359,7 @@ pub struct ServerArgs {
         value_name = "SECONDS"
     )]
     pub diagnosis_timeout: Option<u64>,
-    /// First poll interval of GetDiagnosisResult in milliseconds [default: 1000]
+    /// First poll interval of GetDiagnosisResult in milliseconds
     #[arg(
         global = true,
         long,
@@ -334,7 +368,6 @@ pub struct ServerArgs {
     )]
     pub poll_interval_ms: Option<u64>,
     /// Key of the "mcp" marker written into every InvokeDiagnosis params object
-    /// [default: __sysom_diagnosis_source]
     #[arg(
         global = true,
         long,
@@ -342,7 +375,7 @@ pub struct ServerArgs {
         value_name = "KEY"
     )]
     pub diagnosis_source_marker: Option<String>,
-    /// Longest poll interval once polling has backed off, milliseconds [default: 10000]
+    /// Longest poll interval once polling has backed off, milliseconds
     #[arg(
         global = true,
         long,
@@ -350,7 +383,7 @@ pub struct ServerArgs {
         value_name = "MS"
     )]
     pub poll_max_interval_ms: Option<u64>,
-    /// Seconds a diagnosis keeps polling after its callers went away without cancelling [default: 120]
+    /// Seconds a diagnosis keeps polling after its callers went away without cancelling
     #[arg(
         global = true,
         long,
@@ -359,7 +392,7 @@ pub struct ServerArgs {
     )]
     pub detach_grace_secs: Option<u64>,
 
-    /// Log destination: auto (journald when stderr is the journal), stderr or journald [default: auto]
+    /// Log destination: auto (journald when stderr is the journal), stderr or journald
     #[arg(
         global = true,
         long = "log",
@@ -367,15 +400,15 @@ pub struct ServerArgs {
         value_name = "TARGET"
     )]
     pub log_target: Option<String>,
-    /// Log level or filter, e.g. info, debug, sysom_mcp=trace (env: RUST_LOG) [default: info]
+    /// Log level or filter, e.g. info, debug, sysom_mcp=trace (env: RUST_LOG)
     #[arg(global = true, long, env = "RUST_LOG", value_name = "LEVEL")]
     pub log_level: Option<String>,
 
-    /// Directory the local diagnosis tools read /proc, /sys and /dev/kmsg under [default: /]
+    /// Directory the local diagnosis tools read /proc, /sys and /dev/kmsg under
     #[arg(global = true, long, env = "SYSOM_MCP_LOCAL_ROOT", value_name = "DIR")]
     pub local_root: Option<PathBuf>,
     /// Tools to list: auto (local tools, plus the cloud tools when credentials are configured at
-    /// start), all, cloud or local [default: auto]
+    /// start), all, cloud or local
     #[arg(global = true, long, env = "SYSOM_MCP_TOOLS", value_name = "SET")]
     pub tools: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! [`resolve`]: built-in defaults < file < environment < flags (clap folds env into the flags).
 
 pub mod cli;
+pub mod defaults;
 pub mod file;
 
 use std::{
@@ -18,8 +19,7 @@ pub use cli::{Command, Opts, ServerArgs, TokenAction};
 
 /// Where the configuration file lives when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sysom-mcp/config.toml";
-/// The SysOM OpenAPI endpoint the original server always used.
-pub const DEFAULT_ENDPOINT: &str = "https://sysom.cn-hangzhou.aliyuncs.com";
+pub use defaults::ENDPOINT as DEFAULT_ENDPOINT;
 
 /// A configuration problem, always naming the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ pub struct DiagnosisSettings {
 }
 
 /// The marker key the SysOM backend and its own CLI expect (sysom-openapi.md, section 5).
-pub const DEFAULT_SOURCE_MARKER: &str = "__sysom_diagnosis_source";
+pub use defaults::SOURCE_MARKER as DEFAULT_SOURCE_MARKER;
 
 /// How AccessKeys are obtained; the secrets themselves are read by `credentials`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +284,26 @@ fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
     }
 }
 
+/// `value` if it lies in `range`; otherwise an error naming the key and the range.
+fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "{value} is out of range (from {} to {})",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
 fn parse_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -374,7 +394,7 @@ pub fn resolve(
     config_path: Option<PathBuf>,
     env: EnvLookup<'_>,
 ) -> Result<Config, ConfigError> {
-    let path = pick(args.path.clone(), file.server.path, "/mcp/unified".into());
+    let path = pick(args.path.clone(), file.server.path, defaults::PATH.into());
     if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') || path.contains(['?', '#'])
     {
         return Err(invalid(
@@ -383,30 +403,50 @@ pub fn resolve(
         ));
     }
     let server = ServerSettings {
-        host: pick(args.host.clone(), file.server.host, "127.0.0.1".into()),
-        port: pick(args.port, file.server.port, 7140),
+        host: pick(args.host.clone(), file.server.host, defaults::HOST.into()),
+        port: pick(args.port, file.server.port, defaults::PORT),
         path,
         stateless: pick(args.stateless, file.server.stateless, false),
-        idle_timeout: Some(pick(args.idle_timeout, file.server.idle_timeout_secs, 0))
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs),
-        shutdown_grace: Duration::from_secs(pick(
-            args.shutdown_grace,
-            file.server.shutdown_grace_secs,
-            10,
-        )),
-        sse_keep_alive: Duration::from_secs(pick(
-            args.sse_keep_alive,
-            file.server.sse_keep_alive_secs,
-            15,
-        )),
-        max_body_bytes: pick(args.max_body_bytes, file.server.max_body_bytes, 4 << 20),
+        idle_timeout: Some(bounded(
+            "server.idle_timeout_secs",
+            pick(
+                args.idle_timeout,
+                file.server.idle_timeout_secs,
+                defaults::IDLE_TIMEOUT_SECS,
+            ),
+            defaults::IDLE_TIMEOUT_SECS_RANGE,
+        )?)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs),
+        shutdown_grace: Duration::from_secs(bounded(
+            "server.shutdown_grace_secs",
+            pick(
+                args.shutdown_grace,
+                file.server.shutdown_grace_secs,
+                defaults::SHUTDOWN_GRACE_SECS,
+            ),
+            defaults::SHUTDOWN_GRACE_SECS_RANGE,
+        )?),
+        sse_keep_alive: Duration::from_secs(bounded(
+            "server.sse_keep_alive_secs",
+            pick(
+                args.sse_keep_alive,
+                file.server.sse_keep_alive_secs,
+                defaults::SSE_KEEP_ALIVE_SECS,
+            ),
+            defaults::SSE_KEEP_ALIVE_SECS_RANGE,
+        )?),
+        max_body_bytes: pick(
+            args.max_body_bytes,
+            file.server.max_body_bytes,
+            defaults::MAX_BODY_BYTES,
+        ),
     };
-    if server.sse_keep_alive.is_zero() {
-        return Err(invalid("server.sse_keep_alive_secs", "must be at least 1"));
-    }
-    if server.max_body_bytes < 1024 {
-        return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+    if server.max_body_bytes < defaults::MIN_BODY_BYTES {
+        return Err(invalid(
+            "server.max_body_bytes",
+            format!("must be at least {}", defaults::MIN_BODY_BYTES),
+        ));
     }
 
     let auth = AuthSettings {
@@ -441,16 +481,24 @@ pub fn resolve(
     };
 
     let limits = LimitSettings {
-        max_sessions: pick(args.max_sessions, file.limits.max_sessions, 1000),
-        session_idle_timeout: Duration::from_secs(pick(
-            args.session_idle_timeout,
-            file.limits.session_idle_timeout_secs,
-            1800,
-        )),
+        max_sessions: pick(
+            args.max_sessions,
+            file.limits.max_sessions,
+            defaults::MAX_SESSIONS,
+        ),
+        session_idle_timeout: Duration::from_secs(bounded(
+            "limits.session_idle_timeout_secs",
+            pick(
+                args.session_idle_timeout,
+                file.limits.session_idle_timeout_secs,
+                defaults::SESSION_IDLE_TIMEOUT_SECS,
+            ),
+            defaults::SESSION_IDLE_TIMEOUT_SECS_RANGE,
+        )?),
         max_connections_per_ip: pick(
             args.max_connections_per_ip,
             file.limits.max_connections_per_ip,
-            256,
+            defaults::MAX_CONNECTIONS_PER_IP,
         ),
     };
     if limits.max_sessions == 0 {
@@ -483,84 +531,105 @@ pub fn resolve(
     )?;
 
     let upstream = UpstreamSettings {
-        connect_timeout: Duration::from_millis(pick(
-            args.connect_timeout_ms,
-            file.upstream.connect_timeout_ms,
-            2000,
-        )),
-        read_timeout: Duration::from_millis(pick(
-            args.read_timeout_ms,
-            file.upstream.read_timeout_ms,
-            10_000,
-        )),
-        request_timeout: Duration::from_millis(pick(
-            args.request_timeout_ms,
-            file.upstream.request_timeout_ms,
-            30_000,
-        )),
+        connect_timeout: Duration::from_millis(bounded(
+            "upstream.connect_timeout_ms",
+            pick(
+                args.connect_timeout_ms,
+                file.upstream.connect_timeout_ms,
+                defaults::CONNECT_TIMEOUT_MS,
+            ),
+            defaults::UPSTREAM_TIMEOUT_MS_RANGE,
+        )?),
+        read_timeout: Duration::from_millis(bounded(
+            "upstream.read_timeout_ms",
+            pick(
+                args.read_timeout_ms,
+                file.upstream.read_timeout_ms,
+                defaults::READ_TIMEOUT_MS,
+            ),
+            defaults::UPSTREAM_TIMEOUT_MS_RANGE,
+        )?),
+        request_timeout: Duration::from_millis(bounded(
+            "upstream.request_timeout_ms",
+            pick(
+                args.request_timeout_ms,
+                file.upstream.request_timeout_ms,
+                defaults::REQUEST_TIMEOUT_MS,
+            ),
+            defaults::UPSTREAM_TIMEOUT_MS_RANGE,
+        )?),
         max_response_bytes: pick(
             args.max_response_bytes,
             file.upstream.max_response_bytes,
-            16 * 1024 * 1024,
+            defaults::MAX_RESPONSE_BYTES,
         ),
-        max_retries: pick(args.max_retries, file.upstream.max_retries, 2),
+        max_retries: bounded(
+            "upstream.max_retries",
+            pick(
+                args.max_retries,
+                file.upstream.max_retries,
+                defaults::MAX_RETRIES,
+            ),
+            defaults::MAX_RETRIES_RANGE,
+        )?,
         max_requests_per_second: pick(
             args.max_requests_per_second,
             file.upstream.max_requests_per_second,
-            50,
+            defaults::MAX_REQUESTS_PER_SECOND,
         ),
     };
-    if upstream.connect_timeout.is_zero()
-        || upstream.read_timeout.is_zero()
-        || upstream.request_timeout.is_zero()
-    {
-        return Err(invalid("upstream", "timeouts must be greater than zero"));
-    }
-    if upstream.max_response_bytes < 1024 {
+    if upstream.max_response_bytes < defaults::MIN_BODY_BYTES {
         return Err(invalid(
             "upstream.max_response_bytes",
-            "must be at least 1024",
+            format!("must be at least {}", defaults::MIN_BODY_BYTES),
         ));
-    }
-    if upstream.max_retries > 10 {
-        return Err(invalid("upstream.max_retries", "must be at most 10"));
     }
 
     let diagnosis = DiagnosisSettings {
-        timeout: Duration::from_secs(pick(
-            args.diagnosis_timeout,
-            file.diagnosis.timeout_secs,
-            150,
-        )),
-        poll_interval: Duration::from_millis(pick(
-            args.poll_interval_ms,
-            file.diagnosis.poll_interval_ms,
-            1000,
-        )),
+        timeout: Duration::from_secs(bounded(
+            "diagnosis.timeout_secs",
+            pick(
+                args.diagnosis_timeout,
+                file.diagnosis.timeout_secs,
+                defaults::DIAGNOSIS_TIMEOUT_SECS,
+            ),
+            defaults::DIAGNOSIS_TIMEOUT_SECS_RANGE,
+        )?),
+        poll_interval: Duration::from_millis(bounded(
+            "diagnosis.poll_interval_ms",
+            pick(
+                args.poll_interval_ms,
+                file.diagnosis.poll_interval_ms,
+                defaults::POLL_INTERVAL_MS,
+            ),
+            defaults::POLL_INTERVAL_MS_RANGE,
+        )?),
         source_marker: pick(
             args.diagnosis_source_marker.clone(),
             file.diagnosis.source_marker,
             DEFAULT_SOURCE_MARKER.into(),
         ),
-        poll_max_interval: Duration::from_millis(pick(
-            args.poll_max_interval_ms,
-            file.diagnosis.poll_max_interval_ms,
-            10_000,
-        )),
-        detach_grace: Duration::from_secs(pick(
-            args.detach_grace_secs,
-            file.diagnosis.detach_grace_secs,
-            120,
-        )),
+        poll_max_interval: Duration::from_millis(bounded(
+            "diagnosis.poll_max_interval_ms",
+            pick(
+                args.poll_max_interval_ms,
+                file.diagnosis.poll_max_interval_ms,
+                defaults::POLL_MAX_INTERVAL_MS,
+            ),
+            defaults::POLL_INTERVAL_MS_RANGE,
+        )?),
+        detach_grace: Duration::from_secs(bounded(
+            "diagnosis.detach_grace_secs",
+            pick(
+                args.detach_grace_secs,
+                file.diagnosis.detach_grace_secs,
+                defaults::DETACH_GRACE_SECS,
+            ),
+            defaults::DETACH_GRACE_SECS_RANGE,
+        )?),
     };
     if diagnosis.source_marker.trim().is_empty() {
         return Err(invalid("diagnosis.source_marker", "must not be empty"));
-    }
-    if diagnosis.timeout.is_zero() {
-        return Err(invalid("diagnosis.timeout_secs", "must be at least 1"));
-    }
-    if diagnosis.poll_interval < Duration::from_millis(10) {
-        return Err(invalid("diagnosis.poll_interval_ms", "must be at least 10"));
     }
 
     let kind_raw = env("OPENAPI_TYPE")
@@ -594,7 +663,11 @@ pub fn resolve(
         )?,
     };
 
-    let target_raw = pick(args.log_target.clone(), file.logging.target, "auto".into());
+    let target_raw = pick(
+        args.log_target.clone(),
+        file.logging.target,
+        defaults::LOG_TARGET.into(),
+    );
     let target = match target_raw.as_str() {
         "auto" => LogTarget::Auto,
         "stderr" => LogTarget::Stderr,
@@ -611,13 +684,17 @@ pub fn resolve(
         level: pick(
             args.log_level.clone(),
             file.logging.level,
-            "info,rmcp=warn".into(),
+            defaults::LOG_LEVEL.into(),
         ),
     };
 
-    let tools_raw = pick(args.tools.clone(), file.local.tools, "auto".into());
+    let tools_raw = pick(args.tools.clone(), file.local.tools, defaults::TOOLS.into());
     let local = LocalSettings {
-        root: pick(args.local_root.clone(), file.local.root, PathBuf::from("/")),
+        root: pick(
+            args.local_root.clone(),
+            file.local.root,
+            PathBuf::from(defaults::LOCAL_ROOT),
+        ),
         tools: ToolSet::parse(&tools_raw)
             .ok_or_else(|| invalid("local.tools", "must be auto, all, cloud or local"))?,
     };
