@@ -6,11 +6,15 @@
 #   make package-check  packaging/check.sh: build both, lintian, rpmlint,
 #                       file lists, scriptlets, systemd-analyze, firewall files
 #
-# Packaging needs: debhelper dpkg-dev rpm (package-check installs them).
+# Packaging needs: debhelper dpkg-dev rpm (package-check installs them); on Debian/Ubuntu
+#   sudo apt-get install --no-install-recommends debhelper dpkg-dev rpm
+# The binary is taken from cargo's target directory, $CARGO_TARGET_DIR when set.
 
 CARGO ?= cargo
 DIST ?= dist
-BIN := target/release/sysom-mcp
+CARGO_TARGET_DIR ?= target
+export CARGO_TARGET_DIR
+BIN := $(CARGO_TARGET_DIR)/release/sysom-mcp
 
 DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
 DEB_ARCH = $(shell dpkg --print-architecture)
@@ -26,6 +30,9 @@ release:
 # debian/rules runs `cargo build --release --locked` itself.
 # dpkg-buildpackage writes its results to the parent directory; move ours.
 deb:
+	@command -v dh >/dev/null && command -v dpkg-buildpackage >/dev/null || { \
+	    echo "make deb needs debhelper and dpkg-dev:" >&2; \
+	    echo "  sudo apt-get install --no-install-recommends debhelper dpkg-dev" >&2; exit 2; }
 	dpkg-buildpackage -us -uc -b -d
 	mkdir -p $(DIST)
 	mv ../sysom-mcp_$(DEB_VERSION)_$(DEB_ARCH).deb \
@@ -40,8 +47,12 @@ $(BIN): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 	$(CARGO) build --release --locked
 
 rpm: $(BIN)
+	@command -v rpmbuild >/dev/null || { \
+	    echo "make rpm needs rpmbuild:  sudo apt-get install --no-install-recommends rpm" >&2; \
+	    echo "  (or on the RHEL family: sudo dnf install rpm-build)" >&2; exit 2; }
 	rm -rf $(DIST)/rpmbuild
 	rpmbuild -bb $(RPMBUILD_FLAGS) \
+	    --define "sysom_bin $(abspath $(BIN))" \
 	    --define "_sourcedir $(CURDIR)" \
 	    --define "_topdir $(CURDIR)/$(DIST)/rpmbuild" \
 	    rpm/sysom-mcp.spec
