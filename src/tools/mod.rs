@@ -746,6 +746,58 @@ mod tests {
         }
     }
 
+    fn server(tools: &str) -> SysomServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let args = config::ServerArgs {
+            config: Some("/dev/null".into()),
+            tools: Some(tools.into()),
+            ..Default::default()
+        };
+        let cfg = config::load(&args, &|_| None).expect("defaults are valid");
+        SysomServer::new(Services::from_config(&cfg, None))
+    }
+
+    #[test]
+    fn tools_list_holds_exactly_the_tools_of_the_scopes() {
+        let server = server("all");
+        let all = server.tool_list_for(Scopes::ALL);
+        assert_eq!(all.len(), server.tools.len());
+        for scopes in Scopes::every() {
+            let listed = server.tool_list_for(scopes);
+            for t in server.tools.iter() {
+                let shown = listed.iter().any(|l| l.name == t.tool.name);
+                assert_eq!(shown, scopes.contains(t.scope), "{} for {scopes}", t.name());
+            }
+        }
+        // The local tools need the diagnose scope, and only that.
+        let diagnose = server.tool_list_for(Scopes::NONE.with(Scope::Diagnose));
+        assert!(
+            diagnose
+                .iter()
+                .filter(|t| t.name.starts_with("local_"))
+                .count()
+                >= 11
+        );
+        let read_admin = Scopes::NONE.with(Scope::Read).with(Scope::Admin);
+        assert!(
+            server
+                .tool_list_for(read_admin)
+                .iter()
+                .all(|t| !t.name.starts_with("local_"))
+        );
+        assert!(server.tool_list_for(Scopes::NONE).is_empty());
+        assert_eq!(server.tool_scope("initial_sysom"), Some(Scope::Admin));
+        assert_eq!(server.tool_scope("local_triage"), Some(Scope::Diagnose));
+        assert_eq!(server.tool_scope("nope"), None);
+    }
+
+    #[test]
+    fn stdio_keeps_every_scope_http_has_none_without_a_principal() {
+        let stdio = server("cloud");
+        assert_eq!(stdio.fallback.as_ref().map(|p| p.scopes), Some(Scopes::ALL));
+        assert!(stdio.for_http().fallback.is_none());
+    }
+
     #[test]
     fn parse_args_names_the_field() {
         #[derive(serde::Deserialize, Debug)]
