@@ -68,7 +68,7 @@ fn serve(args: ServerArgs) -> Result<(), StartError> {
 
 async fn serve_stdio(config: Config) -> Result<(), StartError> {
     use rmcp::ServiceExt;
-    let services = Services::from_config(&config, None);
+    let services = Services::from_config(&config, None).map_err(StartError::TaskKeys)?;
     if !services.upstream.credentials().is_configured() {
         tracing::warn!("no SysOM credentials configured; tools will answer with what to set");
     }
@@ -154,7 +154,13 @@ async fn serve_http(
     let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
     let addresses = addresses.join(", ");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = SysomServer::new(Services::from_config(&config, None));
+    let services = Services::from_config(&config, None).map_err(StartError::TaskKeys)?;
+    tracing::info!(
+        keys = ?services.task_keys.key_ids(),
+        "task handles sealed with {}",
+        services.task_key_origin.describe()
+    );
+    let server = SysomServer::new(services);
     if !server.credentials_configured() {
         tracing::warn!("no SysOM credentials configured; tools will answer with what to set");
     }

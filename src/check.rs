@@ -129,8 +129,25 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
         Err(e) => r.problem(&e, "fix the token file path or permissions"),
     }
 
+    println!("task handles:");
+    let services = match Services::from_config(&config, None) {
+        Ok(services) => {
+            r.ok(&format!(
+                "sealed with {}",
+                services.task_key_origin.describe()
+            ));
+            services
+        }
+        Err(e) => {
+            r.problem(
+                &e,
+                "put one key of at least 32 characters per line in /etc/sysom-mcp/credentials/task-keys \
+                 (newest first), or remove the file",
+            );
+            return Err(StartError::CheckFailed(r.problems));
+        }
+    };
     println!("credentials ({}):", config.credentials.kind.as_str());
-    let services = Services::from_config(&config, None);
     let provider = services.upstream.credentials();
     for origin in &provider.origins {
         r.ok(&format!("{} from {}", origin.name, origin.source));

@@ -211,6 +211,20 @@ impl Provider {
         }
     }
 
+    /// HMAC-SHA256 of `label` under the long-lived AccessKey secret (static, or the base key of
+    /// AssumeRole), for keys derived from it; `None` without one. The secret never leaves here.
+    pub fn derive_key(&self, label: &[u8]) -> Option<Vec<u8>> {
+        use hmac::Mac;
+        let base = match &self.source {
+            Source::Static(key) | Source::AssumeRole { base: key, .. } => key,
+            Source::Missing(_) | Source::EcsRole { .. } => return None,
+        };
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(base.secret.expose().as_bytes()).ok()?;
+        mac.update(label);
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+
     /// Whether credentials are configured at all (not whether they work).
     pub fn is_configured(&self) -> bool {
         !matches!(self.source, Source::Missing(_))

@@ -40,6 +40,9 @@ pub(crate) enum StartError {
     NoTokenBeyondLoopback,
     #[error("{0}")]
     Tls(String),
+    /// The task key file exists but cannot be used.
+    #[error("{0}")]
+    TaskKeys(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("{0}")]
@@ -77,6 +80,7 @@ impl StartError {
             | Self::Tokens(_)
             | Self::NoTokenBeyondLoopback
             | Self::Tls(_)
+            | Self::TaskKeys(_)
             | Self::ProxyTokenFile(_)
             | Self::ProxyUrl(_)
             | Self::TokenCommand(_) => Exit::Config,

@@ -80,10 +80,12 @@ pub(crate) async fn reload(
             {
                 tracing::warn!("listen address changes need a restart (or a socket unit change)");
             }
+            let task_keys = new.services.task_keys.key_ids();
             server.replace_services(new.services);
             tracing::info!(
                 tokens = new.auth.tokens.len(),
                 oauth = new.auth.oauth.is_some(),
+                ?task_keys,
                 tls = new.tls.is_some(),
                 "configuration reloaded"
             );
@@ -118,7 +120,7 @@ fn read_reload(
         );
     }
     let tls = tls::from_config(&config)?;
-    let services = Services::from_config(&config, Some(cache));
+    let services = Services::from_config(&config, Some(cache))?;
     Ok(Reloaded {
         config,
         auth,

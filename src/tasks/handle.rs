@@ -40,6 +40,9 @@ pub struct Claims {
     /// Who created the task; only the same principal may use the handle.
     #[serde(rename = "p")]
     pub principal: String,
+    /// Unix seconds when the task was created (its diagnosis deadline counts from here).
+    #[serde(rename = "c")]
+    pub created_at: u64,
     /// Unix seconds after which the handle is refused.
     #[serde(rename = "e")]
     pub expires_at: u64,
@@ -113,6 +116,11 @@ impl KeyRing {
                 .filter(|l| !l.is_empty() && !l.starts_with('#')),
         )
         .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The public ids of the keys, the sealing one first (for logs; never the keys).
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id.clone()).collect()
     }
 
     fn mac(key: &Key, signed: &str) -> HmacSha256 {
@@ -191,6 +199,7 @@ mod tests {
             region: "cn-hangzhou".into(),
             service: "memgraph".into(),
             principal: "alice".into(),
+            created_at: unix_secs(now),
             expires_at: expiry(now, Duration::from_secs(3600)),
         }
     }

@@ -2,3 +2,4 @@
 //! task id, so the task handle a client holds carries what any instance needs to answer for it.
 
 pub mod handle;
+pub mod keys;

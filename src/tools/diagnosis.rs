@@ -151,6 +151,105 @@ fn outcome(code: &str, message: String, task_id: &str) -> DiagnosisResult {
     }
 }
 
+/// Starts one diagnosis with `InvokeDiagnosis` and returns SysOM's task id, or the envelope
+/// saying why it could not start. `args` is the tool's parameter struct serialised.
+async fn start(
+    services: &Services,
+    spec: &Spec,
+    args: &Map<String, Value>,
+) -> Result<String, DiagnosisResult> {
+    let channel = args.get("channel").cloned().unwrap_or(Value::Null);
+    let marker = &services.diagnosis.source_marker;
+    let params = Value::Object(diagnosis_params(spec, args, marker)).to_string();
+    let body = json!({"channel": channel, "params": params, "service_name": spec.service});
+    let created = match services
+        .upstream
+        .call(&ops::INVOKE_DIAGNOSIS, &[], Some(&body))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return Err(outcome("TaskCreateFailed", envelope::describe(&e), "")),
+    };
+    if let Some((_, message)) = envelope::business_failure(&created) {
+        return Err(outcome("TaskCreateFailed", message, ""));
+    }
+    created
+        .pointer("/data/task_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            outcome(
+                "TaskCreateFailed",
+                format!(
+                    "InvokeDiagnosis answered without data.task_id: {}",
+                    snippet(&created.to_string())
+                ),
+                "",
+            )
+        })
+}
+
+/// What one `GetDiagnosisResult` said about a task.
+pub(crate) enum Polled {
+    /// Still running, with SysOM's status word.
+    Running(String),
+    /// Finished (or failed): the envelope to return.
+    Done(DiagnosisResult),
+}
+
+/// Asks SysOM once how the diagnosis `task_id` is doing.
+pub(crate) async fn poll_once(services: &Services, task_id: &str) -> Polled {
+    let query = [("task_id".to_string(), task_id.to_string())];
+    let reply = match services
+        .upstream
+        .call(&ops::GET_DIAGNOSIS_RESULT, &query, None)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return Polled::Done(outcome("GetResultFailed", envelope::describe(&e), task_id));
+        }
+    };
+    interpret(reply, task_id)
+}
+
+fn interpret(reply: Value, task_id: &str) -> Polled {
+    if let Some((_, message)) = envelope::business_failure(&reply) {
+        return Polled::Done(outcome("GetResultFailed", message, task_id));
+    }
+    let data = reply.get("data").cloned().unwrap_or(Value::Null);
+    let status = data.get("status").and_then(Value::as_str).unwrap_or("");
+    match status {
+        "Success" => Polled::Done(finished(data, task_id)),
+        "Fail" => {
+            let err = data
+                .get("err_msg")
+                .and_then(Value::as_str)
+                .unwrap_or("the diagnosis failed without an error message");
+            Polled::Done(outcome(
+                "TaskExecuteFailed",
+                envelope::with_permission_hint(err.to_string()),
+                task_id,
+            ))
+        }
+        "" => Polled::Running("Running".into()),
+        other => Polled::Running(other.to_string()),
+    }
+}
+
+/// The envelope of a diagnosis that did not finish in time.
+pub(crate) fn timed_out(timeout: std::time::Duration, task_id: &str) -> DiagnosisResult {
+    outcome(
+        "TaskTimeout",
+        format!(
+            "The diagnosis did not finish within {} seconds; task_id: {task_id}. It may still \
+             finish on the SysOM side.",
+            timeout.as_secs()
+        ),
+        task_id,
+    )
+}
+
 /// Runs one diagnosis end to end. `args` is the tool's parameter struct serialised.
 async fn run(
     services: Arc<Services>,
@@ -158,36 +257,11 @@ async fn run(
     args: Map<String, Value>,
     ctx: CallCtx,
 ) -> DiagnosisResult {
-    let channel = args.get("channel").cloned().unwrap_or(Value::Null);
-    let marker = &services.diagnosis.source_marker;
-    let params = Value::Object(diagnosis_params(spec, &args, marker)).to_string();
-    let body = json!({"channel": channel, "params": params, "service_name": spec.service});
+    let task_id = match start(&services, spec, &args).await {
+        Ok(id) => id,
+        Err(failed) => return failed,
+    };
     let upstream = &services.upstream;
-
-    let created = match upstream
-        .call(&ops::INVOKE_DIAGNOSIS, &[], Some(&body))
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => return outcome("TaskCreateFailed", envelope::describe(&e), ""),
-    };
-    if let Some((_, message)) = envelope::business_failure(&created) {
-        return outcome("TaskCreateFailed", message, "");
-    }
-    let Some(task_id) = created
-        .pointer("/data/task_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        return outcome(
-            "TaskCreateFailed",
-            format!(
-                "InvokeDiagnosis answered without data.task_id: {}",
-                snippet(&created.to_string())
-            ),
-            "",
-        );
-    };
 
     let settings = &services.diagnosis;
     let mut schedule = Schedule::new(settings.poll_interval, settings.poll_max_interval);
@@ -195,17 +269,7 @@ async fn run(
     let deadline = started + settings.timeout;
     let total = settings.timeout.as_secs_f64();
     let query = [("task_id".to_string(), task_id.clone())];
-    let timed_out = || {
-        outcome(
-            "TaskTimeout",
-            format!(
-                "The diagnosis did not finish within {} seconds; task_id: {task_id}. It may still \
-                 finish on the SysOM side.",
-                settings.timeout.as_secs()
-            ),
-            &task_id,
-        )
-    };
+    let timed_out = || timed_out(settings.timeout, &task_id);
     loop {
         // The last poll happens at the deadline rather than one interval before it.
         let delay = schedule
@@ -232,27 +296,10 @@ async fn run(
             Ok(v) => v,
             Err(e) => return outcome("GetResultFailed", envelope::describe(&e), &task_id),
         };
-        if let Some((_, message)) = envelope::business_failure(&reply) {
-            return outcome("GetResultFailed", message, &task_id);
-        }
-        let data = reply.get("data").cloned().unwrap_or(Value::Null);
-        let status = data.get("status").and_then(Value::as_str).unwrap_or("");
-        match status {
-            "Success" => return finished(data, &task_id),
-            "Fail" => {
-                let err = data
-                    .get("err_msg")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the diagnosis failed without an error message");
-                return outcome(
-                    "TaskExecuteFailed",
-                    envelope::with_permission_hint(err.to_string()),
-                    &task_id,
-                );
-            }
-            _ => {
+        match interpret(reply, &task_id) {
+            Polled::Done(result) => return result,
+            Polled::Running(shown) => {
                 let elapsed = started.elapsed().as_secs_f64().min(total);
-                let shown = if status.is_empty() { "Running" } else { status };
                 ctx.progress(
                     elapsed,
                     total,
@@ -338,6 +385,31 @@ where
         },
     );
     def.failure_is_error = true;
+    let input = def.tool.input_schema.clone();
+    def.task = Some(Box::new(move |services, args| {
+        super::args::check(&args, &input)?;
+        check_args(spec, &args)?;
+        let params = super::parse_args::<P>(args)?;
+        let args = match serde_json::to_value(&params) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        Ok(Box::pin(async move {
+            let region = args
+                .get("region")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            match start(&services, spec, &args).await {
+                Ok(task_id) => Ok(super::tasks::Started {
+                    task_id,
+                    region,
+                    service: spec.service,
+                }),
+                Err(failed) => Err(serde_json::to_value(failed).expect("envelopes serialise")),
+            }
+        }))
+    }));
     def
 }
 

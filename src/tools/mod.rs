@@ -15,6 +15,7 @@ mod diagnosis;
 pub mod envelope;
 pub mod poll;
 mod schema;
+mod tasks;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
@@ -23,11 +24,12 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::tool::{schema_for_input, schema_for_output},
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
-        ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+        GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult, Implementation,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+        PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+        ToolAnnotations, UpdateTaskParams,
     },
     service::{Peer, RequestContext},
 };
@@ -67,6 +69,10 @@ pub struct Services {
     pub local_root: std::path::PathBuf,
     /// Which tools are listed.
     pub tool_set: ToolSet,
+    /// Seals and opens MCP task handles; re-read on reload (key rotation).
+    pub task_keys: Arc<crate::tasks::handle::KeyRing>,
+    /// Where `task_keys` came from.
+    pub task_key_origin: crate::tasks::keys::Origin,
 }
 
 impl Services {
@@ -95,16 +101,31 @@ impl Services {
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             local_root: "/".into(),
             tool_set: ToolSet::Auto,
+            task_keys: Arc::new(
+                crate::tasks::keys::load(None, None, |_| None)
+                    .expect("a process key always makes a ring")
+                    .0,
+            ),
+            task_key_origin: crate::tasks::keys::Origin::Process,
         }
     }
 
     /// Builds what the tools use from a configuration: credentials, the HTTP client, the
-    /// upstream client.
-    pub fn from_config(config: &Config, activation: Option<Arc<activation::Cache>>) -> Self {
+    /// upstream client, the task key ring. Fails only for a task key file that cannot be used.
+    pub fn from_config(
+        config: &Config,
+        activation: Option<Arc<activation::Cache>>,
+    ) -> Result<Self, String> {
         let provider = Arc::new(Provider::from_settings(
             &config.credentials,
             &config::process_env,
         ));
+        let explicit = config::process_env(crate::tasks::keys::KEY_FILE_ENV);
+        let (task_keys, task_key_origin) = crate::tasks::keys::load(
+            explicit.as_deref().map(std::path::Path::new),
+            crate::credentials::credentials_dir(&config::process_env).as_deref(),
+            |label| provider.derive_key(label),
+        )?;
         let http = upstream::build_http(&config.upstream);
         let client = upstream::Client::new(
             http,
@@ -115,7 +136,9 @@ impl Services {
         let mut services = Self::new(client, config.diagnosis.clone(), activation);
         services.local_root = config.local.root.clone();
         services.tool_set = config.local.tools;
-        services
+        services.task_keys = Arc::new(task_keys);
+        services.task_key_origin = task_key_origin;
+        Ok(services)
     }
 }
 
@@ -183,6 +206,8 @@ pub struct ToolDef {
     run: Runner,
     /// A non-Success `code` makes the result `isError: true` (diagnoses: the call failed).
     failure_is_error: bool,
+    /// Starts the tool's work as an MCP task, for clients that declare the tasks extension.
+    task: Option<tasks::Starter>,
 }
 
 /// How a tool behaves, for the MCP annotations.
@@ -283,6 +308,7 @@ where
         scope,
         run,
         failure_is_error: false,
+        task: None,
     }
 }
 
@@ -333,6 +359,8 @@ pub struct SysomServer {
     /// Whom a call speaks for when its request carries no [`Principal`]: the local user on
     /// stdio; nobody (no scope) over HTTP, where every request carries its own.
     fallback: Option<Principal>,
+    /// MCP task handles cancelled through this instance.
+    cancelled: Arc<tasks::Cancelled>,
 }
 
 impl SysomServer {
@@ -349,6 +377,7 @@ impl SysomServer {
             listed: Arc::new(listed),
             client: None,
             fallback: Some(Principal::stdio()),
+            cancelled: Arc::default(),
         }
     }
 
@@ -474,6 +503,7 @@ impl ServerHandler for SysomServer {
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                .enable_tasks()
                 .build(),
         )
             .with_server_info(Implementation::new("sysom-mcp", env!("CARGO_PKG_VERSION")))
@@ -540,6 +570,39 @@ impl ServerHandler for SysomServer {
         ))
     }
 
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let services = self.services.load_full();
+        let principal = self.principal(&context).id();
+        tasks::get(&services, &self.cancelled, request.task_id, &principal).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let services = self.services.load_full();
+        tasks::cancel(
+            &services,
+            &self.cancelled,
+            &request.task_id,
+            &self.principal(&context).id(),
+        )
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let services = self.services.load_full();
+        tasks::update(&services, &request.task_id, &self.principal(&context).id())
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools
             .iter()
@@ -590,6 +653,21 @@ impl ServerHandler for SysomServer {
             ));
         }
         record.decision = Some(audit::Decision::Allowed);
+        if let Some(start) = &def.task
+            && tasks::client_wants_tasks(&context)
+        {
+            let (response, outcome) = self
+                .start_task(def, start, request.arguments, principal.id())
+                .await;
+            record.duration_ms = started.elapsed().as_millis() as u64;
+            record.outcome = outcome;
+            record.message = format!(
+                "tool call {} by {}: {} (MCP task)",
+                def.tool.name, principal, record.outcome
+            );
+            record.emit();
+            return Ok(response);
+        }
         let ctx = CallCtx {
             cancel: context.ct.clone(),
             progress: match context.meta.get_progress_token() {
@@ -630,7 +708,6 @@ impl ServerHandler for SysomServer {
                 } else {
                     code
                 };
-                let failed = def.failure_is_error && code != envelope::SUCCESS;
                 metrics::record_tool_call(def.name(), code, started.elapsed());
                 record.outcome = code.to_string();
                 record.task_id = str_field(&envelope, &["task_id"]).to_string();
@@ -647,11 +724,7 @@ impl ServerHandler for SysomServer {
                     "tool call {} finished: {}", def.tool.name, code
                 );
                 // Same envelope either way; a failed diagnosis is also a failed call.
-                if failed {
-                    Ok(CallToolResult::structured_error(envelope).into())
-                } else {
-                    Ok(CallToolResult::structured(envelope).into())
-                }
+                Ok(tasks::tool_result(envelope, def.failure_is_error).into())
             }
             Err(message) => {
                 metrics::record_tool_call(def.name(), "InvalidArguments", started.elapsed());
@@ -670,6 +743,49 @@ impl ServerHandler for SysomServer {
                     "tool call {} rejected: {}", def.tool.name, message
                 );
                 Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into())
+            }
+        }
+    }
+}
+
+impl SysomServer {
+    /// Starts `def` as an MCP task: the diagnosis is created upstream now, the client gets its
+    /// sealed handle and follows it with `tasks/get` (through any instance sharing the key).
+    async fn start_task(
+        &self,
+        def: &ToolDef,
+        start: &tasks::Starter,
+        arguments: Option<JsonObject>,
+        principal: String,
+    ) -> (CallToolResponse, String) {
+        let services = self.services.load_full();
+        let fut = match start(services.clone(), arguments.unwrap_or_default()) {
+            Ok(fut) => fut,
+            Err(message) => {
+                metrics::record_tool_call(def.name(), "InvalidArguments", Default::default());
+                let result = CallToolResult::error(vec![ContentBlock::text(message)]);
+                return (result.into(), "InvalidArguments".into());
+            }
+        };
+        let deadline = services.call_deadline();
+        match tokio::time::timeout(deadline, fut).await {
+            Ok(Ok(started)) => {
+                let created = tasks::created(&services, principal, started);
+                (CallToolResponse::Task(created), "TaskCreated".into())
+            }
+            Ok(Err(envelope)) => {
+                let code = str_field(&envelope, &["code"]).to_string();
+                metrics::record_tool_call(def.name(), &code, Default::default());
+                (
+                    tasks::tool_result(envelope, def.failure_is_error).into(),
+                    code,
+                )
+            }
+            Err(_) => {
+                let result = CallToolResult::error(vec![ContentBlock::text(format!(
+                    "starting the diagnosis did not finish within {deadline:?}"
+                ))]);
+                (result.into(), "TaskCreateFailed".into())
             }
         }
     }

@@ -35,6 +35,20 @@ impl Schedule {
     }
 }
 
+/// The delay a poller following [`Schedule::new`]`(base, max)` waits after `elapsed`: the
+/// interval a client polling the same task is told to keep.
+pub fn delay_at(base: Duration, max: Duration, elapsed: Duration) -> Duration {
+    let mut schedule = Schedule::new(base, max);
+    let mut waited = Duration::ZERO;
+    loop {
+        let delay = schedule.next_delay();
+        waited += delay;
+        if waited > elapsed || delay >= schedule.max {
+            return delay;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +74,21 @@ mod tests {
     #[test]
     fn stays_at_the_cap() {
         assert!(delays(1000, 4000, 200).iter().skip(20).all(|&d| d == 4000));
+    }
+
+    #[test]
+    fn delay_at_follows_the_schedule() {
+        let at = |ms| {
+            delay_at(
+                Duration::from_millis(1000),
+                Duration::from_millis(10_000),
+                Duration::from_millis(ms),
+            )
+            .as_millis()
+        };
+        assert_eq!(at(0), 1000);
+        assert_eq!(at(6500), 1500);
+        assert_eq!(at(3_600_000), 10_000);
     }
 
     #[test]

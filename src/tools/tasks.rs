@@ -1,0 +1,228 @@
+//! MCP tasks (the `io.modelcontextprotocol/tasks` extension, SEP-2663) for the cloud
+//! diagnoses: to a client that declares the extension, a diagnosis tool answers at once with a
+//! task whose id is a sealed handle (`crate::tasks::handle`) carrying SysOM's task id. Nothing
+//! about the task is kept here: `tasks/get` opens the handle and asks SysOM, so any instance
+//! holding the key answers for any task, including after the instance that created it is gone.
+//!
+//! What stays per instance: a `tasks/cancel` (SysOM cannot stop a diagnosis, so cancelling only
+//! marks the handle cancelled on the instance that received it; others still report SysOM's
+//! state) and nothing else.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use rmcp::{
+    ErrorData, RoleServer,
+    model::{
+        CallToolResult, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task,
+        TaskPayload,
+    },
+    service::RequestContext,
+};
+use serde_json::Value;
+
+use super::{
+    Services,
+    diagnosis::{self, Polled},
+    envelope,
+};
+use crate::tasks::handle::{self, Claims, unix_secs};
+
+/// How long a handle stays valid after its diagnosis's deadline: time enough to fetch the
+/// result of a finished diagnosis later.
+const KEEP_AFTER_DEADLINE: Duration = Duration::from_secs(3600);
+/// Cancelled handles remembered per instance, at most.
+const MAX_CANCELLED: usize = 10_000;
+
+/// A diagnosis started for a task.
+pub struct Started {
+    pub task_id: String,
+    pub region: String,
+    pub service: &'static str,
+}
+
+type StartFuture = Pin<Box<dyn Future<Output = Result<Started, Value>> + Send>>;
+/// Checks the arguments (`Err`: the argument error) and returns the future that starts the
+/// diagnosis (`Err`: the envelope saying why it did not start).
+pub type Starter =
+    Box<dyn Fn(Arc<Services>, JsonObject) -> Result<StartFuture, String> + Send + Sync>;
+
+/// Handles cancelled through this instance, with their expiry.
+#[derive(Default)]
+pub struct Cancelled(Mutex<HashMap<String, u64>>);
+
+impl Cancelled {
+    fn insert(&self, handle: &str, expires_at: u64, now: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, e| *e > now);
+        if map.len() < MAX_CANCELLED {
+            map.insert(handle.to_string(), expires_at);
+        }
+    }
+
+    fn contains(&self, handle: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(handle)
+    }
+}
+
+/// Whether the request declared the tasks extension (per request or at `initialize`).
+pub fn client_wants_tasks(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.client_capabilities()
+        .is_some_and(|caps| caps.supports_tasks())
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(unix))
+        .to_string()
+}
+
+/// The task as the client sees it (without its payload).
+fn task(services: &Services, handle: String, claims: &Claims, now: u64) -> Task {
+    let elapsed = Duration::from_secs(now.saturating_sub(claims.created_at));
+    let settings = &services.diagnosis;
+    let poll = super::poll::delay_at(settings.poll_interval, settings.poll_max_interval, elapsed);
+    Task::new(
+        handle,
+        rmcp::model::TaskStatus::Working,
+        rfc3339(claims.created_at),
+        rfc3339(now),
+    )
+    .with_ttl_ms(claims.expires_at.saturating_sub(claims.created_at) * 1000)
+    .with_poll_interval_ms(poll.as_millis() as u64)
+}
+
+/// Seals a handle for a diagnosis just started and answers the `tools/call` with it.
+pub fn created(services: &Services, principal: String, started: Started) -> CreateTaskResult {
+    let now = SystemTime::now();
+    let deadline = now + services.diagnosis.timeout;
+    let claims = Claims {
+        task_id: started.task_id,
+        region: started.region,
+        service: started.service.to_string(),
+        principal,
+        created_at: unix_secs(now),
+        expires_at: handle::expiry(deadline, KEEP_AFTER_DEADLINE),
+    };
+    let sealed = services.task_keys.seal(&claims);
+    let mut t = task(services, sealed, &claims, unix_secs(now));
+    t.status_message = Some(format!(
+        "{} task {}: started",
+        claims.service, claims.task_id
+    ));
+    tracing::info!(
+        sysom_tool = %claims.service,
+        sysom_task_id = %claims.task_id,
+        "diagnosis {} started as an MCP task", claims.service
+    );
+    CreateTaskResult::new(t)
+}
+
+/// The `tools/call` result a diagnosis envelope stands for (a failed diagnosis is an error).
+pub fn tool_result(envelope: Value, failure_is_error: bool) -> CallToolResult {
+    let code = envelope
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or(envelope::SUCCESS);
+    if failure_is_error && code != envelope::SUCCESS {
+        CallToolResult::structured_error(envelope)
+    } else {
+        CallToolResult::structured(envelope)
+    }
+}
+
+/// The spec's answer for a task id that is not (or no longer) valid: -32602.
+fn refused(why: handle::Refused) -> ErrorData {
+    ErrorData::invalid_params(format!("unknown task: {why}"), None)
+}
+
+fn open(
+    services: &Services,
+    handle: &str,
+    principal: &str,
+    now: SystemTime,
+) -> Result<Claims, ErrorData> {
+    services
+        .task_keys
+        .open(handle, principal, now)
+        .map_err(refused)
+}
+
+/// `tasks/get`: opens the handle and asks SysOM how the diagnosis is doing.
+pub async fn get(
+    services: &Services,
+    cancelled: &Cancelled,
+    handle: String,
+    principal: &str,
+) -> Result<GetTaskResult, ErrorData> {
+    let now = SystemTime::now();
+    let claims = open(services, &handle, principal, now)?;
+    let now = unix_secs(now);
+    let cancelled = cancelled.contains(&handle);
+    let mut t = task(services, handle, &claims, now);
+    if cancelled {
+        t.status_message = Some("cancelled by the client; SysOM's diagnosis may still run".into());
+        return Ok(GetTaskResult::new(DetailedTask::new(
+            t,
+            TaskPayload::Cancelled,
+        )));
+    }
+    let envelope = match diagnosis::poll_once(services, &claims.task_id).await {
+        Polled::Running(status) => {
+            let deadline = claims.created_at + services.diagnosis.timeout.as_secs();
+            if now < deadline {
+                t.status_message = Some(format!(
+                    "{} task {}: {status}",
+                    claims.service, claims.task_id
+                ));
+                return Ok(GetTaskResult::new(DetailedTask::new(
+                    t,
+                    TaskPayload::Working,
+                )));
+            }
+            diagnosis::timed_out(services.diagnosis.timeout, &claims.task_id)
+        }
+        Polled::Done(envelope) => envelope,
+    };
+    let result = tool_result(
+        serde_json::to_value(envelope).expect("envelopes serialise"),
+        true,
+    );
+    let result = match serde_json::to_value(result) {
+        Ok(Value::Object(m)) => m,
+        _ => JsonObject::new(),
+    };
+    Ok(GetTaskResult::new(DetailedTask::new(
+        t,
+        TaskPayload::Completed { result },
+    )))
+}
+
+/// `tasks/cancel`: SysOM has no way to stop a diagnosis, so the handle is marked cancelled
+/// here and `tasks/get` through this instance reports it so.
+pub fn cancel(
+    services: &Services,
+    cancelled: &Cancelled,
+    handle: &str,
+    principal: &str,
+) -> Result<(), ErrorData> {
+    let now = SystemTime::now();
+    let claims = open(services, handle, principal, now)?;
+    cancelled.insert(handle, claims.expires_at, unix_secs(now));
+    tracing::info!(sysom_task_id = %claims.task_id, "MCP task cancelled by the client");
+    Ok(())
+}
+
+/// `tasks/update`: a diagnosis never asks the client for input.
+pub fn update(services: &Services, handle: &str, principal: &str) -> Result<(), ErrorData> {
+    open(services, handle, principal, SystemTime::now())?;
+    Err(ErrorData::invalid_params(
+        "this task has no outstanding input requests",
+        None,
+    ))
+}
