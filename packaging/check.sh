@@ -118,6 +118,8 @@ DEB_EXPECT="./usr/bin/sysom-mcp
 ./usr/share/doc/sysom-mcp/examples/local-diagnosis.conf
 ./usr/share/doc/sysom-mcp/examples/nginx-tls.conf
 ./usr/share/doc/sysom-mcp/examples/nginx-two-instances.conf
+./usr/share/doc/sysom-mcp/examples/nginx-fleet.conf
+./usr/share/doc/sysom-mcp/examples/haproxy.cfg
 ./usr/share/doc/sysom-mcp/examples/qwen-settings-sse.json
 ./usr/share/doc/sysom-mcp/examples/qwen-settings-http.json
 ./usr/share/doc/sysom-mcp/examples/sysom-mcp@.socket
@@ -137,6 +139,8 @@ RPM_EXPECT="/usr/bin/sysom-mcp
 /usr/share/doc/sysom-mcp/examples/local-diagnosis.conf
 /usr/share/doc/sysom-mcp/examples/nginx-tls.conf
 /usr/share/doc/sysom-mcp/examples/nginx-two-instances.conf
+/usr/share/doc/sysom-mcp/examples/nginx-fleet.conf
+/usr/share/doc/sysom-mcp/examples/haproxy.cfg
 /usr/share/doc/sysom-mcp/examples/qwen-settings-sse.json
 /usr/share/doc/sysom-mcp/examples/qwen-settings-http.json
 /usr/share/doc/sysom-mcp/examples/sysom-mcp@.socket
@@ -397,7 +401,7 @@ if [ $NGINX = 1 ]; then
 	if (cd "$NG" && apt-get download nginx >/dev/null 2>&1) && dpkg-deb -x "$NG"/nginx_*.deb "$NG/pkg" &&
 		openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=mcp.example.com -days 1 \
 			-keyout "$NG/key.pem" -out "$NG/cert.pem" >/dev/null 2>&1; then
-		for f in nginx-tls.conf nginx-two-instances.conf; do
+		for f in nginx-tls.conf nginx-two-instances.conf nginx-fleet.conf; do
 			sed -e "s#/etc/ssl/certs/mcp.example.com.pem#$NG/cert.pem#" \
 				-e "s#/etc/ssl/private/mcp.example.com.key#$NG/key.pem#" \
 				"packaging/examples/$f" >"$NG/conf/site.conf"
