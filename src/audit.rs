@@ -38,8 +38,7 @@ pub enum Decision {
     DeniedScope,
     /// No valid credential.
     DeniedAuth,
-    /// Over a per-principal limit (the limits are not wired in yet).
-    #[allow(dead_code)]
+    /// Over a per-principal limit.
     RateLimited,
     /// A session id that belongs to another principal (or to nobody).
     DeniedSession,

@@ -5,8 +5,6 @@
 
 pub mod authenticate;
 pub mod command;
-// Per-principal limits are not wired into the HTTP layer yet.
-#[allow(dead_code)]
 pub mod limits;
 pub mod oauth;
 pub mod scope;

@@ -287,6 +287,22 @@ pub struct ServerArgs {
     /// Maximum open connections per client IP
     #[arg(global = true, long, env = "SYSOM_MCP_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Tool calls per minute one principal (token name, OAuth subject) may make
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_MAX_CALLS_PER_MINUTE",
+        value_name = "N"
+    )]
+    pub max_calls_per_minute: Option<usize>,
+    /// Diagnoses one principal may run at once
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_MAX_CONCURRENT_DIAGNOSES",
+        value_name = "N"
+    )]
+    pub max_concurrent_diagnoses: Option<usize>,
 
     /// PEM certificate chain: serve HTTPS (HTTP/2 via ALPN)
     #[arg(

@@ -14,6 +14,10 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 pub const MAX_SESSIONS: usize = 1000;
 pub const SESSION_IDLE_TIMEOUT_SECS: u64 = 1800;
 pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Per principal; 0 = unlimited.
+pub const CALLS_PER_MINUTE: usize = 0;
+/// Per principal; 0 = unlimited.
+pub const CONCURRENT_DIAGNOSES: usize = 0;
 /// The SysOM OpenAPI endpoint the original server always used.
 pub const ENDPOINT: &str = "https://sysom.cn-hangzhou.aliyuncs.com";
 pub const CONNECT_TIMEOUT_MS: u64 = 2000;
@@ -70,6 +74,14 @@ pub fn help_defaults() -> Vec<(&'static str, String)> {
             SESSION_IDLE_TIMEOUT_SECS.to_string(),
         ),
         ("max_connections_per_ip", MAX_CONNECTIONS_PER_IP.to_string()),
+        (
+            "max_calls_per_minute",
+            format!("{CALLS_PER_MINUTE} = unlimited"),
+        ),
+        (
+            "max_concurrent_diagnoses",
+            format!("{CONCURRENT_DIAGNOSES} = unlimited"),
+        ),
         ("endpoint", ENDPOINT.into()),
         ("connect_timeout_ms", CONNECT_TIMEOUT_MS.to_string()),
         ("read_timeout_ms", READ_TIMEOUT_MS.to_string()),

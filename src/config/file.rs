@@ -78,6 +78,8 @@ pub struct LimitsSection {
     pub max_sessions: Option<usize>,
     pub session_idle_timeout_secs: Option<u64>,
     pub max_connections_per_ip: Option<usize>,
+    pub calls_per_minute: Option<usize>,
+    pub concurrent_diagnoses: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

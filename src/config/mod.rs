@@ -140,6 +140,10 @@ pub struct LimitSettings {
     pub max_sessions: usize,
     pub session_idle_timeout: Duration,
     pub max_connections_per_ip: usize,
+    /// Tool calls per minute per principal (0 = unlimited).
+    pub calls_per_minute: usize,
+    /// Concurrent diagnoses per principal (0 = unlimited).
+    pub concurrent_diagnoses: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -499,6 +503,16 @@ pub fn resolve(
             args.max_connections_per_ip,
             file.limits.max_connections_per_ip,
             defaults::MAX_CONNECTIONS_PER_IP,
+        ),
+        calls_per_minute: pick(
+            args.max_calls_per_minute,
+            file.limits.calls_per_minute,
+            defaults::CALLS_PER_MINUTE,
+        ),
+        concurrent_diagnoses: pick(
+            args.max_concurrent_diagnoses,
+            file.limits.concurrent_diagnoses,
+            defaults::CONCURRENT_DIAGNOSES,
         ),
     };
     if limits.max_sessions == 0 {

@@ -98,6 +98,7 @@ impl State {
     ) -> Arc<Self> {
         // Over HTTP, a call carries the principal its request authenticated as; nothing else.
         let server = server.for_http();
+        server.set_limits(&config.limits);
         let tools_list_json = Scopes::every()
             .map(|scopes| rmcp_compat::tools_list_json(server.tool_list_for(scopes)))
             .collect();

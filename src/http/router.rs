@@ -159,6 +159,29 @@ fn insufficient_scope(
     )
 }
 
+/// 429 for a principal over its limits: `Retry-After`, and the JSON-RPC error in the body.
+fn rate_limited(id: Option<&Value>, refusal: crate::auth::limits::Refusal) -> Response<Body> {
+    let retry = refusal.retry_after().as_secs().max(1);
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": {
+            "code": crate::tools::RATE_LIMITED,
+            "message": refusal.message(),
+            "data": {"retry_after": retry},
+        },
+    });
+    with_header(
+        full(
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/json",
+            body.to_string(),
+        ),
+        header::RETRY_AFTER,
+        &retry.to_string(),
+    )
+}
+
 /// RFC 9728 metadata: this resource, its authorization server, the scopes it knows.
 fn protected_resource_metadata(oauth: &OAuthSettings) -> Response<Body> {
     let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
@@ -659,7 +682,8 @@ async fn mcp(
 }
 
 /// A `tools/call` of a tool whose scope the principal lacks is refused here, as HTTP 403 with
-/// a step-up challenge (the tool layer refuses it too, for transports without a status).
+/// a step-up challenge, and one over the principal's limits as 429 with `Retry-After` (the
+/// tool layer refuses both too, for transports without a status of their own).
 fn check_scope(
     state: &State,
     message: &Value,
@@ -672,7 +696,23 @@ fn check_scope(
     let tool = message.pointer("/params/name").and_then(Value::as_str)?;
     let scope = state.server().tool_scope(tool)?;
     if principal.may(scope) {
-        return None;
+        let refusal = state
+            .server()
+            .limits()
+            .peek(&principal.id(), scope == Scope::Diagnose)
+            .err()?;
+        let mut r = audit::Record::refusal(
+            principal,
+            audit::Decision::RateLimited,
+            "streamable_http",
+            "429",
+            &format!("tool call {tool} refused: {}", refusal.message()),
+        );
+        r.client = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        r.tool = tool.to_string();
+        r.scope = scope.as_str();
+        r.emit();
+        return Some(rate_limited(message.get("id"), refusal));
     }
     let mut r = audit::Record::refusal(
         principal,

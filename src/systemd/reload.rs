@@ -82,6 +82,7 @@ pub(crate) async fn reload(
             }
             let task_keys = new.services.task_keys.key_ids();
             server.replace_services(new.services);
+            server.set_limits(&new.config.limits);
             tracing::info!(
                 tokens = new.auth.tokens.len(),
                 oauth = new.auth.oauth.is_some(),

@@ -49,6 +49,9 @@ use crate::{
 /// The JSON-RPC error code of a tool call outside the caller's scopes (an implementation-defined
 /// server error, -32000..-32099); its `data.required_scope` names the scope.
 pub const FORBIDDEN: i32 = -32003;
+/// The JSON-RPC error code of a tool call over a per-principal limit; `data.retry_after` says
+/// when to come back (seconds).
+pub const RATE_LIMITED: i32 = -32004;
 
 type JsonObject = Map<String, Value>;
 type BoxFuture = Pin<Box<dyn Future<Output = Value> + Send>>;
@@ -361,6 +364,8 @@ pub struct SysomServer {
     fallback: Option<Principal>,
     /// MCP task handles cancelled through this instance.
     cancelled: Arc<tasks::Cancelled>,
+    /// Per-principal calls per minute and concurrent diagnoses (unlimited until configured).
+    limits: Arc<crate::auth::limits::Limits>,
 }
 
 impl SysomServer {
@@ -378,7 +383,19 @@ impl SysomServer {
             client: None,
             fallback: Some(Principal::stdio()),
             cancelled: Arc::default(),
+            limits: crate::auth::limits::Limits::new(0, 0),
         }
+    }
+
+    /// New per-principal limits (at start and on SIGHUP); counts so far are kept.
+    pub fn set_limits(&self, limits: &config::LimitSettings) {
+        self.limits
+            .set(limits.calls_per_minute, limits.concurrent_diagnoses);
+    }
+
+    /// The per-principal limits, for the HTTP layer's early 429.
+    pub fn limits(&self) -> &crate::auth::limits::Limits {
+        &self.limits
     }
 
     /// A clone for the HTTP transports: calls are allowed only by the principal their request
@@ -652,6 +669,26 @@ impl ServerHandler for SysomServer {
                 Some(serde_json::json!({ "required_scope": def.scope.as_str() })),
             ));
         }
+        // Counted here; a diagnosis holds its slot until the call returns.
+        let _slot = match self
+            .limits
+            .admit(&principal.id(), def.scope == Scope::Diagnose)
+        {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let retry = refusal.retry_after().as_secs().max(1);
+                record.decision = Some(audit::Decision::RateLimited);
+                record.outcome = "RateLimited".into();
+                record.message =
+                    format!("tool call {} refused: {}", def.tool.name, refusal.message());
+                record.emit();
+                return Err(ErrorData::new(
+                    rmcp::model::ErrorCode(RATE_LIMITED),
+                    refusal.message(),
+                    Some(serde_json::json!({ "retry_after": retry })),
+                ));
+            }
+        };
         record.decision = Some(audit::Decision::Allowed);
         if let Some(start) = &def.task
             && tasks::client_wants_tasks(&context)

@@ -240,3 +240,51 @@ def test_check_warns_about_plain_tokens(mock, tokens, tmp_path):
     assert "WARN" in proc.stdout and "1 plain token" in proc.stdout, proc.stdout
     assert "token new" in proc.stdout
     assert PLAIN not in proc.stdout + proc.stderr
+
+
+# --- per-principal limits -----------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_calls_per_minute_are_counted_per_principal(start, tokens):
+    srv = start(["--token-file", str(tokens["path"]), "--max-calls-per-minute", "2"])
+    call = call_message("list_all_instances", {"uid": UID})
+    assert [post(srv, call, tokens["reader"])[0] for _ in range(2)] == [200, 200]
+    status, headers, body = post(srv, call, tokens["reader"])
+    assert status == 429, body
+    assert 1 <= int(headers["retry-after"]) <= 60
+    err = json.loads(body)["error"]
+    assert err["code"] == -32004 and err["data"]["retry_after"] >= 1, err
+    # Another principal has its own budget; over legacy SSE the refusal is a JSON-RPC error.
+    assert post(srv, call, tokens["ops"])[0] == 200
+    from mcp.shared import exceptions
+    McpError = getattr(exceptions, "MCPError", None) or exceptions.McpError
+    async with mcp_session("sse", srv.url, bearer(tokens["ops"])) as client:
+        assert payload(await client.call("list_all_instances", {"uid": UID}))["code"] == "Success"
+        with pytest.raises(McpError) as info:
+            await client.call("list_all_instances", {"uid": UID}, timeout=20)
+        assert info.value.error.code == -32004
+    assert any(r.get("SYSOM_SCOPE_DECISION") == "rate_limited" and r.get("SYSOM_PRINCIPAL") == "reader"
+               for r in audit_records(srv))
+
+
+def test_concurrent_diagnoses_are_limited_per_principal(start, mock, tokens):
+    import threading
+
+    from harness import INSTANCE
+    mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 2})
+    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
+    srv = start(["--token-file", str(tokens["path"]), "--max-concurrent-diagnoses", "1"], env=env)
+    args = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
+    first: list = []
+    t = threading.Thread(target=lambda: first.append(post(srv, call_message("memgraph", args, 1), tokens["diag"])))
+    t.start()
+    mock.wait_for(lambda reqs: any(r["action"] == "InvokeDiagnosis" for r in reqs), timeout=10)
+    status, headers, body = post(srv, call_message("oomcheck", args, 2), tokens["diag"])
+    assert status == 429, body
+    assert int(headers["retry-after"]) >= 1
+    # Another principal is not limited by diag's running diagnosis.
+    assert post(srv, call_message("oomcheck", args, 3), PLAIN)[0] == 200
+    t.join(timeout=30)
+    assert first and first[0][0] == 200, first
+    # The slot is free again.
+    assert post(srv, call_message("oomcheck", args, 4), tokens["diag"])[0] == 200
