@@ -907,7 +907,7 @@ mod tests {
             ..Default::default()
         };
         let cfg = config::load(&args, &|_| None).expect("defaults are valid");
-        SysomServer::new(Services::from_config(&cfg, None))
+        SysomServer::new(Services::from_config(&cfg, None).expect("no task key file is named"))
     }
 
     #[test]
