@@ -12,4 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 if [[ ! -d node_modules/@modelcontextprotocol/sdk || package-lock.json -nt node_modules/.package-lock.json ]]; then
     timeout "${SYSOM_TEST_NPM_TIMEOUT:-300}" npm ci --no-audit --no-fund --loglevel=error >&2
 fi
+# The OpenID provider of test/oauth.test.mjs (shared with tests/py/test_http_oauth.py).
+if [[ ! -d ../oauth/node_modules/oidc-provider ]]; then
+    timeout "${SYSOM_TEST_NPM_TIMEOUT:-300}" npm ci --prefix ../oauth --no-audit --no-fund --loglevel=error >&2 \
+        || echo "tests/ts/run.sh: tests/oauth install failed; the OAuth test will skip" >&2
+fi
 exec node --test --test-concurrency=1 --test-timeout=120000 test/
