@@ -21,9 +21,9 @@ pub fn main() -> ExitCode {
     // reqwest and tokio-rustls share one process-wide rustls crypto provider, needed before
     // any HTTPS client or server; `ring` builds everywhere.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let opts = config::cli::parse();
+    let (opts, matches) = config::cli::parse();
     let result = match opts.command {
-        Some(Command::Check) => check::run(&opts.server),
+        Some(Command::Check) => check::run(&opts.server, &matches),
         Some(Command::Proxy { url, token_file }) => proxy::run(url, token_file),
         Some(Command::Token { action }) => auth::command::run(action, &opts.server),
         Some(Command::Reload {
@@ -44,7 +44,9 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServerArgs) -> Result<(), StartError> {
-    let inherited = socket_activation::take().map_err(StartError::SocketActivation)?;
+    // SAFETY: `serve` runs first thing in `main`, before the runtime or any thread exists.
+    #[allow(unsafe_code)]
+    let inherited = unsafe { socket_activation::take() }.map_err(StartError::SocketActivation)?;
     if args.stdio && inherited.is_some() {
         return Err(StartError::StdioWithSockets);
     }

@@ -4,24 +4,62 @@
 
 use std::{process::Command, time::Duration};
 
+use clap::{ArgMatches, parser::ValueSource};
+
 use crate::{
     auth::tokens::Tokens,
     config::{self, ServerArgs},
+    credentials::CredentialError,
     exit::StartError,
     tools::{Services, envelope},
-    upstream::ops,
+    upstream::{UpstreamError, ops},
 };
 
 /// Where a setting's value came from: a flag, the environment, the file, or the default.
-fn source(flag: &str, env: &str, in_file: bool) -> &'static str {
-    if std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
-        "flag"
-    } else if config::process_env(env).is_some() {
-        "environment"
-    } else if in_file {
-        "config file"
-    } else {
-        "default"
+/// clap records the first two (global flags are found in the subcommand's matches too).
+fn source(matches: &ArgMatches, id: &str, in_file: bool) -> &'static str {
+    let recorded = matches.value_source(id).or_else(|| {
+        let (_, sub) = matches.subcommand()?;
+        sub.try_get_raw(id).ok()?; // not defined there (not a global flag): nothing recorded
+        sub.value_source(id)
+    });
+    match recorded {
+        Some(ValueSource::CommandLine) => "flag",
+        Some(ValueSource::EnvVariable) => "environment",
+        _ if in_file => "config file",
+        _ => "default",
+    }
+}
+
+/// What to do about a failed signed call, by what failed.
+fn upstream_hint(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect { .. } | UpstreamError::Timeout(_) | UpstreamError::Deadline(_) => {
+            "check DNS, outbound HTTPS (firewall/proxy) and the endpoint URL"
+        }
+        UpstreamError::Credentials(CredentialError::Fetch(_)) => {
+            "the STS or ECS metadata service did not hand out credentials: check the role ARN or \
+             instance RAM role and that the service is reachable"
+        }
+        UpstreamError::Credentials(CredentialError::Missing { .. }) => {
+            "set the variables in /etc/default/sysom-mcp (or /etc/sysconfig/sysom-mcp) or the \
+             credential files"
+        }
+        UpstreamError::Api { code, .. }
+            if code == "SignatureDoesNotMatch"
+                || code == "IncompleteSignature"
+                || code.starts_with("InvalidAccessKeyId")
+                || code.starts_with("InvalidSecurityToken") =>
+        {
+            "check the AccessKey ID/secret pair (and the security token for sts)"
+        }
+        UpstreamError::Redirected { .. } | UpstreamError::Malformed { .. } => {
+            "the endpoint is not the SysOM OpenAPI (a proxy or captive portal?): check the endpoint URL"
+        }
+        _ => {
+            "see the gateway's message above; permission errors need SysOM activated and the RAM \
+             policy AliyunSysomFullAccess"
+        }
     }
 }
 
@@ -43,7 +81,7 @@ impl Report {
     }
 }
 
-pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
+pub(crate) fn run(args: &ServerArgs, matches: &ArgMatches) -> Result<(), StartError> {
     let mut r = Report { problems: 0 };
     println!("sysom-mcp {} check", env!("CARGO_PKG_VERSION"));
     println!("configuration:");
@@ -77,18 +115,18 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
     println!(
         "        host     = {} ({})",
         config.server.host,
-        source("--host", "SYSOM_MCP_HOST", in_file.0)
+        source(matches, "host", in_file.0)
     );
     println!(
         "        port     = {} ({})",
         config.server.port,
-        source("--port", "SYSOM_MCP_PORT", in_file.1)
+        source(matches, "port", in_file.1)
     );
     println!("        path     = {}", config.server.path);
     println!(
         "        endpoint = {} ({})",
         config.endpoint,
-        source("--endpoint", "SYSOM_ENDPOINT", in_file.2)
+        source(matches, "endpoint", in_file.2)
     );
 
     println!("authentication:");
@@ -103,7 +141,7 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
             r.ok(&format!(
                 "{} bearer token(s) ({})",
                 t.len(),
-                source("--token-file", "SYSOM_MCP_TOKEN_FILE", in_file.3)
+                source(matches, "token_file", in_file.3)
             ));
             if t.plain_count() > 0 {
                 r.warn(
@@ -169,10 +207,12 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
         let call = services
             .upstream
             .call(&ops::INITIAL_SYSOM, &[], Some(&body));
-        match runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), call).await }) {
+        match runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), call).await })
+        {
             Ok(Ok(v)) => match envelope::business_failure(&v) {
                 None => {
-                    let active = v.pointer("/data/role_exist").and_then(|x| x.as_bool()) == Some(true);
+                    let active =
+                        v.pointer("/data/role_exist").and_then(|x| x.as_bool()) == Some(true);
                     r.ok("signed call InitialSysom(check_only) succeeded: credentials and endpoint work");
                     if !active {
                         r.problem(
@@ -181,21 +221,16 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), StartError> {
                         );
                     }
                 }
-                Some((code, msg)) => r.problem(&format!("SysOM answered {code}: {msg}"), "see the message above"),
+                Some((code, msg)) => r.problem(
+                    &format!("SysOM answered {code}: {msg}"),
+                    "see the message above",
+                ),
             },
-            Ok(Err(e)) => r.problem(
-                &e.to_string(),
-                match e.code() {
-                    "UpstreamUnreachable" | "UpstreamTimeout" => {
-                        "check DNS, outbound HTTPS (firewall/proxy) and the endpoint URL"
-                    }
-                    c if c.contains("Signature") || c.contains("AccessKey") => {
-                        "check the AccessKey ID/secret pair (and the security token for sts)"
-                    }
-                    _ => "see the gateway's message above; permission errors need SysOM activated and the RAM policy AliyunSysomFullAccess",
-                },
+            Ok(Err(e)) => r.problem(&e.to_string(), upstream_hint(&e)),
+            Err(_) => r.problem(
+                "the endpoint did not answer within 30 s",
+                "check network reachability of the endpoint",
             ),
-            Err(_) => r.problem("the endpoint did not answer within 30 s", "check network reachability of the endpoint"),
         }
     }
 

@@ -54,10 +54,12 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses the process's command line (exits with status 2 on a usage error, as clap does).
-pub fn parse() -> Opts {
+/// The matches are kept so `check` can tell a flag from an environment variable.
+pub fn parse() -> (Opts, clap::ArgMatches) {
     use clap::FromArgMatches;
     let matches = command().get_matches();
-    Opts::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let opts = Opts::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (opts, matches)
 }
 
 /// The command line as typed.

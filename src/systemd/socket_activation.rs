@@ -65,10 +65,14 @@ pub fn take_with(
 }
 
 /// Takes the inherited sockets from the process environment and clears the variables.
-/// Must run before the async runtime starts any thread.
-pub fn take() -> Result<Option<Vec<Inherited>>, String> {
+///
+/// # Safety
+/// Must be called while the process has a single thread (before the async runtime starts):
+/// it removes environment variables, which races with any other thread reading the
+/// environment (`std::env::remove_var`'s precondition).
+pub unsafe fn take() -> Result<Option<Vec<Inherited>>, String> {
     let result = take_with(&|k| std::env::var(k).ok(), std::process::id());
-    // SAFETY: called from `main` before any other thread exists (see module docs).
+    // SAFETY: the caller guarantees no other thread exists (this function's precondition).
     unsafe {
         std::env::remove_var("LISTEN_FDS");
         std::env::remove_var("LISTEN_PID");
@@ -78,7 +82,17 @@ pub fn take() -> Result<Option<Vec<Inherited>>, String> {
 }
 
 fn inspect(fd: RawFd) -> Result<Inherited, String> {
-    // Validate through a borrowed fd first, so an invalid number is reported, not adopted.
+    // Is the number an open fd at all? Asked on the raw number: a BorrowedFd may only be
+    // made for an fd that is open.
+    // SAFETY: F_GETFD reads the fd's flags and touches no memory; a closed fd gives EBADF.
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } == -1 {
+        return Err(format!(
+            "inherited fd {fd} is not open ({}): LISTEN_FDS counts more sockets than were passed",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is open (checked above) and stays open for this function: nothing else in
+    // this single-threaded start-up closes it.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let kind = getsockopt(&borrowed, sockopt::SockType)
         .map_err(|e| format!("inherited fd {fd} is not a socket ({e})"))?;
@@ -99,6 +113,12 @@ fn inspect(fd: RawFd) -> Result<Inherited, String> {
     // SAFETY: the fd was checked to be an open listening socket handed to this process,
     // and nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // systemd passes the sockets without FD_CLOEXEC; nothing we spawn may inherit them.
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("inherited fd {fd}: cannot set close-on-exec ({e})"))?;
     match addr.family() {
         Some(AddressFamily::Inet) | Some(AddressFamily::Inet6) => {
             Ok(Inherited::Tcp(TcpListener::from(owned)))
@@ -121,6 +141,29 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn a_closed_fd_is_reported_and_an_adopted_one_is_close_on_exec() {
+        // A high fd number nothing in the test process has open.
+        let e = inspect(4000).unwrap_err();
+        assert!(e.contains("not open"), "{e}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+        let flags = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty());
+        // SAFETY: fd was just made by into_raw_fd and is owned by this test.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::fcntl::fcntl(borrowed, flags).unwrap();
+        let Inherited::Tcp(adopted) = inspect(fd).unwrap() else {
+            panic!("a TCP listener was not adopted as one")
+        };
+        let got = nix::fcntl::fcntl(&adopted, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(
+            got & nix::libc::FD_CLOEXEC,
+            0,
+            "inherited socket left inheritable"
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ impl UpstreamError {
     /// The gateway's error code, or a short code of our own for transport failures.
     pub fn code(&self) -> &str {
         match self {
-            Self::Credentials(_) => "CredentialsMissing",
+            Self::Credentials(CredentialError::Missing { .. }) => "CredentialsMissing",
+            // STS or the ECS metadata service failed: configured, but not obtainable now.
+            Self::Credentials(CredentialError::Fetch(_)) => "CredentialsUnavailable",
             Self::Timeout(_) => "UpstreamTimeout",
             Self::Connect { .. } => "UpstreamUnreachable",
             Self::Api { code, .. } => code,

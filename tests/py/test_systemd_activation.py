@@ -148,7 +148,7 @@ def test_listen_fds_zero(sysom_bin, mock, config_file):
 def test_fd3_not_open(sysom_bin, mock, config_file):
     """LISTEN_FDS=1 but nothing at fd 3 (python's exec leaves no fd 3 behind)."""
     rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=-1)
-    assert_refused(rc, err, port, "fd 3", "not a socket")
+    assert_refused(rc, err, port, "fd 3", "is not open")
 
 
 def test_more_fds_announced_than_passed(sysom_bin, mock, config_file):
@@ -158,7 +158,7 @@ def test_more_fds_announced_than_passed(sysom_bin, mock, config_file):
     with lsock:
         rc, err, port = run_direct({"LISTEN_FDS": "2"}, config_file, mock, fd=lsock.fileno(),
                                    pass_fds=(lsock.fileno(),))
-    assert_refused(rc, err, port, "fd 4", "not a socket")
+    assert_refused(rc, err, port, "fd 4", "is not open")
 
 
 def test_regular_file_as_fd3(sysom_bin, mock, config_file, tmp_path):

@@ -109,3 +109,17 @@ def test_check_accepts_options_after_the_subcommand(sysom_bin, mock, tmp_path):
     cfg.write_text("")
     proc = harness.run_binary(["check", "--config", str(cfg)], harness.server_env(mock), timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_check_labels_flags_after_the_subcommand_and_tells_an_sts_outage_from_missing_keys(sysom_bin, mock,
+                                                                                            tmp_path):
+    # A flag after `check` is still a flag (clap's value source, not a scan of argv).
+    proc = run_check(mock, tmp_path, after=["--host", "127.0.0.1"])
+    assert "host     = 127.0.0.1 (flag)" in proc.stdout, proc.stdout
+    # ram_role_arn with an STS endpoint that refuses connections: the keys are there, STS is not.
+    proc = run_check(mock, tmp_path, OPENAPI_TYPE="ram_role_arn", ROLE_ARN="acs:ram::1:role/x",
+                     SYSOM_STS_ENDPOINT=f"http://127.0.0.1:{harness.free_port()}")
+    assert proc.returncode == 1, proc.stdout
+    assert "STS or ECS metadata service" in proc.stdout, proc.stdout
+    assert "set the variables in /etc/default/sysom-mcp" not in proc.stdout, "an outage reported as missing keys"
+    assert mock.access_key_secret not in proc.stdout + proc.stderr
