@@ -113,3 +113,51 @@ pub(crate) fn wants_priming<B>(req: &Request<B>) -> bool {
     // Versions are dates, so text order is time order.
     version.is_some_and(|v| v >= PRIMING_SINCE)
 }
+
+/// rmcp 3.11 resumes a stream at the event Last-Event-ID names, so the client gets that event
+/// twice; the spec resumes after it. rmcp's ids are `<index>` or `<index>/<request id>`:
+/// asking for the next index makes its replay start after the last event the client saw.
+pub(crate) fn resume_after_last_event<B>(req: &mut Request<B>) {
+    let Some(id) = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let (index, request) = match id.split_once('/') {
+        Some((index, request)) => (index, Some(request)),
+        None => (id, None),
+    };
+    let Some(next) = index.parse::<usize>().ok().and_then(|i| i.checked_add(1)) else {
+        return; // not one of rmcp's ids: rmcp answers it as it would
+    };
+    let next = match request {
+        Some(request) => format!("{next}/{request}"),
+        None => next.to_string(),
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&next) {
+        req.headers_mut().insert("last-event-id", value);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    fn resumed(id: &str) -> String {
+        let mut req = Request::builder()
+            .header("last-event-id", id)
+            .body(())
+            .unwrap();
+        resume_after_last_event(&mut req);
+        req.headers()["last-event-id"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_replay_starts_after_the_last_event_seen() {
+        assert_eq!(resumed("4/0"), "5/0");
+        assert_eq!(resumed("0"), "1");
+        assert_eq!(resumed("x/1"), "x/1", "foreign ids pass unchanged");
+    }
+}

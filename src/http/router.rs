@@ -569,7 +569,10 @@ async fn mcp(
     req.extensions_mut().insert(principal.clone());
     let has_session = req.headers().contains_key("mcp-session-id");
     match *req.method() {
-        Method::GET if has_session => state.stateful(req, &principal).await,
+        Method::GET if has_session => {
+            rmcp_compat::resume_after_last_event(&mut req);
+            state.stateful(req, &principal).await
+        }
         Method::GET => {
             if !accepts(req.headers(), "text/event-stream") {
                 return json_error(
