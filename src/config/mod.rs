@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod defaults;
 pub mod file;
+pub mod restart_only;
 
 use std::{
     net::IpAddr,

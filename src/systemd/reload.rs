@@ -18,6 +18,8 @@ static RELOADS_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 /// What a reload read and built, ready to be swapped in.
 struct Reloaded {
     config: Config,
+    /// Restart-only keys whose new value was not applied.
+    kept: Vec<&'static str>,
     auth: Authenticator,
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Services,
@@ -47,12 +49,13 @@ pub(crate) async fn reload(
     let args = args.clone();
     let had_tokens = !state.auth.load().tokens.is_empty();
     let previous = state.auth.load_full();
+    let running_config = state.config.load_full();
     let cache = server.activation_cache();
     RELOADS_RUNNING.fetch_add(1, Ordering::SeqCst);
     let spawned = std::thread::Builder::new()
         .name("sysom-reload".into())
         .spawn(move || {
-            let result = read_reload(&args, had_tokens, &previous, cache);
+            let result = read_reload(&args, had_tokens, &previous, &running_config, cache);
             RELOADS_RUNNING.fetch_sub(1, Ordering::SeqCst);
             let _ = tx.send(result);
         });
@@ -74,11 +77,12 @@ pub(crate) async fn reload(
     };
     match result {
         Ok(new) => {
-            let old = state.config.load();
-            if old.server.host != new.config.server.host
-                || old.server.port != new.config.server.port
-            {
-                tracing::warn!("listen address changes need a restart (or a socket unit change)");
+            for key in &new.kept {
+                tracing::warn!(
+                    key,
+                    "{key} changed but needs a restart (systemctl restart sysom-mcp; the listen \
+                     address is the socket unit's); keeping its start-up value"
+                );
             }
             let task_keys = new.services.task_keys.key_ids();
             server.replace_services(new.services);
@@ -107,9 +111,11 @@ fn read_reload(
     args: &ServerArgs,
     had_tokens: bool,
     previous: &Authenticator,
+    running: &Config,
     cache: Arc<Cache>,
 ) -> Result<Reloaded, String> {
-    let config = config::load(args, &config::process_env).map_err(|e| e.to_string())?;
+    let mut config = config::load(args, &config::process_env).map_err(|e| e.to_string())?;
+    let kept = config::restart_only::carry_over(running, &mut config);
     let auth = Authenticator::from_config(&config, Some(previous))?;
     // Emptying the token list must not silently switch authentication off (on loopback,
     // behind a local reverse proxy, that would open the server).
@@ -124,6 +130,7 @@ fn read_reload(
     let services = Services::from_config(&config, Some(cache))?;
     Ok(Reloaded {
         config,
+        kept,
         auth,
         tls,
         services,

@@ -15,7 +15,7 @@ import pytest
 
 import harness
 from control import MockSysom
-from systemd_support import (NotifySocket, procs, stderr_text, tools_call, tools_list, wait_healthz,  # noqa: F401
+from systemd_support import (NotifySocket, mcp_post, procs, stderr_text, tools_call, tools_list, wait_healthz,  # noqa: F401
                              wait_until)
 
 
@@ -289,3 +289,29 @@ def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, 
         sleeper.wait()
     assert done.returncode == 1
     assert "did not confirm the reload" in done.stderr, done.stderr
+
+
+def test_reload_names_each_restart_only_setting_and_keeps_it(sysom_bin, mock, tmp_path, procs):  # noqa: F811
+    """A reload applies what it can (here max_sessions) and names, key by key, what needs a
+    restart (port, keep-alive, body limit); those keep their start-up values on both transports."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    port = harness.free_port()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'endpoint = "{mock.url}"\n[server]\nport = {port}\n')
+    env = harness.server_env(mock, SYSOM_ENDPOINT=None, RUNTIME_DIRECTORY=str(runtime))
+    proc = procs.binary(["--streamable-http", "--config", str(cfg)], env)
+    wait_healthz(port=port, proc=proc)
+    cfg.write_text(f'endpoint = "{mock.url}"\n[server]\nport = {harness.free_port()}\nsse_keep_alive_secs = 2\n'
+                   "max_body_bytes = 2048\n[limits]\nmax_sessions = 7\n")
+    done = subprocess.run([sysom_bin, "reload", "--pid", str(proc.pid), "--status-file",
+                           str(runtime / "reload-status")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    log = stderr_text(proc)
+    for key in ("server.port", "server.sse_keep_alive_secs", "server.max_body_bytes"):
+        assert f"{key} changed but needs a restart" in log, (key, log[-2000:])
+    assert "limits.max_sessions changed" not in log
+    # Still on the old port, and the old 4 MiB body limit still holds on the plain POST path.
+    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"pad": "x" * 4096}}
+    status, out = mcp_post(big, port=port)
+    assert status == 200, (status, out)
