@@ -300,6 +300,27 @@ impl State {
         resp
     }
 
+    /// DELETE of a session: 204, or 404 for a session neither manager knows (rmcp says 202
+    /// either way).
+    async fn delete_session<B>(&self, req: Request<B>, principal: &Principal) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::fmt::Display,
+    {
+        let id = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !rmcp_compat::has_session(&self.sessions, id).await
+            && !rmcp_compat::has_session(&self.sessions_unprimed, id).await
+        {
+            return router::unknown_session();
+        }
+        rmcp_compat::session_deleted(self.stateful(req, principal).await)
+    }
+
     async fn stateless<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body + Send + 'static,

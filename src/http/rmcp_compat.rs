@@ -2,14 +2,18 @@
 //! compare it with rmcp's own answers, so an rmcp upgrade that changes them fails here first:
 //! the prepared `tools/list`/`ping` bodies (with `resultType` stripped as rmcp does for
 //! pre-2026-07-28 clients), the protocol versions they serve, the DELETE status, the session
-//! count read from rmcp's session manager, and which sessions get SSE priming events.
+//! count read from rmcp's session manager, which sessions get SSE priming events, and the
+//! `initialize` requests rmcp would refuse with a misleading or non-JSON answer.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use rmcp::{model::Tool, transport::streamable_http_server::session::local::LocalSessionManager};
+use rmcp::{
+    model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, Tool},
+    transport::streamable_http_server::session::local::LocalSessionManager,
+};
 use serde_json::Value;
 
 use super::{Body, router};
@@ -160,4 +164,73 @@ mod resume_tests {
         assert_eq!(resumed("0"), "1");
         assert_eq!(resumed("x/1"), "x/1", "foreign ids pass unchanged");
     }
+}
+
+/// A request of an MCP method that is not even a JSON-RPC message to rmcp (its `params` are
+/// not an object): 400 with -32602 for its id, instead of -32600 for no id.
+pub(crate) fn unparsable_request(message: &Value) -> Option<Response<Body>> {
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())?;
+    let method = message.get("method")?.as_str()?;
+    let error = crate::tools::malformed::invalid_params(method, message.get("params"))?;
+    Some(router::jsonrpc_error_for(
+        StatusCode::BAD_REQUEST,
+        id,
+        i64::from(error.code.0),
+        &error.message,
+    ))
+}
+
+/// What rmcp would get wrong about a sessionless `initialize` (`message`, parsed as `typed`):
+///
+/// * params that do not fit make it a custom request, which rmcp refuses with "Session ID is
+///   required"; the answer is 400 with -32602 saying what did not fit;
+/// * when it opens a session (`opens_session`), rmcp wants an Accept header naming both
+///   `application/json` and `text/event-stream` (as the Streamable HTTP spec requires of
+///   clients) and answers 406 in plain text otherwise; the answer is a JSON-RPC 406 naming
+///   both. An Accept that covers both with wildcards (`*/*`) is rewritten to name them.
+pub(crate) fn check_initialize(
+    message: &Value,
+    typed: &ClientJsonRpcMessage,
+    headers: &mut HeaderMap,
+    opens_session: bool,
+) -> Option<Response<Body>> {
+    let id = message.get("id").unwrap_or(&Value::Null);
+    let fits = matches!(typed, JsonRpcMessage::Request(r)
+        if matches!(r.request, ClientRequest::InitializeRequest(_)));
+    if !fits {
+        let error = crate::tools::malformed::invalid_params("initialize", message.get("params"))
+            .expect("initialize is an MCP method");
+        return Some(router::jsonrpc_error_for(
+            StatusCode::BAD_REQUEST,
+            id,
+            i64::from(error.code.0),
+            &error.message,
+        ));
+    }
+    if !opens_session {
+        return None;
+    }
+    let present = headers.contains_key(header::ACCEPT);
+    if present
+        && router::accepts(headers, "application/json")
+        && router::accepts(headers, "text/event-stream")
+    {
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        return None;
+    }
+    let mut resp = router::jsonrpc_error_for(
+        StatusCode::NOT_ACCEPTABLE,
+        id,
+        -32600,
+        "Not Acceptable: initialize opens a session whose answers come as JSON or as an SSE \
+         stream; send Accept: application/json, text/event-stream",
+    );
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    Some(resp)
 }

@@ -51,10 +51,20 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
 }
 
 fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
+    jsonrpc_error_for(status, &Value::Null, code, message)
+}
+
+/// A JSON-RPC error answering the request `id`.
+pub(crate) fn jsonrpc_error_for(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+) -> Response<Body> {
     full(
         status,
         "application/json",
-        json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
             .to_string(),
     )
 }
@@ -251,7 +261,7 @@ pub fn overloaded(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
-fn accepts(headers: &HeaderMap, media: &str) -> bool {
+pub(crate) fn accepts(headers: &HeaderMap, media: &str) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -595,9 +605,7 @@ async fn mcp(
             }
             state.open_legacy(peer, &principal).await
         }
-        Method::DELETE if has_session => {
-            rmcp_compat::session_deleted(state.stateful(req, &principal).await)
-        }
+        Method::DELETE if has_session => state.delete_session(req, &principal).await,
         Method::POST => {
             let _in_flight = state.counters.post_started();
             if !is_json_content(req.headers()) {
@@ -637,9 +645,13 @@ async fn mcp(
                 }
             };
             // Valid JSON that is not one JSON-RPC message (a batch, `{}`): rmcp would say 415.
-            if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
-                return invalid_message(&body, &e.to_string());
-            }
+            let typed = match serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
+                Ok(typed) => typed,
+                Err(e) => {
+                    return rmcp_compat::unparsable_request(&message)
+                        .unwrap_or_else(|| invalid_message(&body, &e.to_string()));
+                }
+            };
             if let Some(resp) = check_scope(state, &message, &principal, peer) {
                 return resp;
             }
@@ -657,6 +669,12 @@ async fn mcp(
             }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
             let stateless = state.config.load().server.stateless || !is_initialize;
+            if is_initialize
+                && let Some(resp) =
+                    rmcp_compat::check_initialize(&message, &typed, &mut parts.headers, !stateless)
+            {
+                return resp;
+            }
             if stateless {
                 // Plain clients (curl) send no Accept header; rmcp insists on both types.
                 parts.headers.insert(

@@ -13,6 +13,7 @@ pub mod coalesce;
 mod crash;
 mod diagnosis;
 pub mod envelope;
+pub(crate) mod malformed;
 pub mod poll;
 mod schema;
 mod tasks;
@@ -25,11 +26,11 @@ use rmcp::{
     handler::server::tool::{schema_for_input, schema_for_output},
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-        GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult, Implementation,
-        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
-        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations, UpdateTaskParams,
+        CustomRequest, CustomResult, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+        GetTaskParams, GetTaskResult, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
     },
     service::{Peer, RequestContext},
 };
@@ -618,6 +619,20 @@ impl ServerHandler for SysomServer {
     ) -> Result<(), ErrorData> {
         let services = self.services.load_full();
         tasks::update(&services, &request.task_id, &self.principal(&context).id())
+    }
+
+    /// A request rmcp did not parse as any method it knows: an MCP method with params that do
+    /// not fit is -32602 (see [`malformed`]), anything else -32601.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(
+            malformed::invalid_params(&request.method, request.params.as_ref()).unwrap_or_else(
+                || ErrorData::new(ErrorCode::METHOD_NOT_FOUND, request.method, None),
+            ),
+        )
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
