@@ -145,27 +145,6 @@ pub(crate) fn resume_after_last_event<B>(req: &mut Request<B>) {
     }
 }
 
-#[cfg(test)]
-mod resume_tests {
-    use super::*;
-
-    fn resumed(id: &str) -> String {
-        let mut req = Request::builder()
-            .header("last-event-id", id)
-            .body(())
-            .unwrap();
-        resume_after_last_event(&mut req);
-        req.headers()["last-event-id"].to_str().unwrap().to_string()
-    }
-
-    #[test]
-    fn the_replay_starts_after_the_last_event_seen() {
-        assert_eq!(resumed("4/0"), "5/0");
-        assert_eq!(resumed("0"), "1");
-        assert_eq!(resumed("x/1"), "x/1", "foreign ids pass unchanged");
-    }
-}
-
 /// A request of an MCP method that is not even a JSON-RPC message to rmcp (its `params` are
 /// not an object): 400 with -32602 for its id, instead of -32600 for no id.
 pub(crate) fn unparsable_request(message: &Value) -> Option<Response<Body>> {
@@ -233,4 +212,25 @@ pub(crate) fn check_initialize(
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept"));
     Some(resp)
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    fn resumed(id: &str) -> String {
+        let mut req = Request::builder()
+            .header("last-event-id", id)
+            .body(())
+            .unwrap();
+        resume_after_last_event(&mut req);
+        req.headers()["last-event-id"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_replay_starts_after_the_last_event_seen() {
+        assert_eq!(resumed("4/0"), "5/0");
+        assert_eq!(resumed("0"), "1");
+        assert_eq!(resumed("x/1"), "x/1", "foreign ids pass unchanged");
+    }
 }
