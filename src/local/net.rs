@@ -102,6 +102,38 @@ pub const DROP_COUNTERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The derived counter for datagrams the kernel drops without counting them anywhere.
+pub const UNDELIVERED: &str = "Ip.InUndelivered";
+const UNDELIVERED_MEANING: &str = "IPv4 datagrams received that were neither delivered, forwarded nor counted by any \
+error counter (derived: InReceives minus InDelivers, ForwDatagrams, InHdrErrors, InAddrErrors, InUnknownProtos, \
+InDiscards, InNoRoutes, InTruncatedPkts, IPReversePathFilter and unreassembled fragments): packets dropped by a \
+netfilter rule (an nftables/iptables DROP in prerouting or input), which no /proc/net counter records; \
+`nft list ruleset` with counters shows which rule";
+
+/// Received IPv4 datagrams that no counter accounts for. The kernel increments InReceives when
+/// a datagram enters ip_rcv, and then exactly one of the subtracted counters unless a netfilter
+/// hook (or a multicast route for a group the host did not join) drops it silently.
+fn undelivered(c: &BTreeMap<String, i64>) -> Option<i64> {
+    let g = |k: &str| c.get(k).copied().unwrap_or(0);
+    let received = *c.get("Ip.InReceives")?;
+    let accounted = [
+        "Ip.InDelivers",
+        "Ip.ForwDatagrams",
+        "Ip.InHdrErrors",
+        "Ip.InAddrErrors",
+        "Ip.InUnknownProtos",
+        "Ip.InDiscards",
+        "IpExt.InNoRoutes",
+        "IpExt.InTruncatedPkts",
+        "TcpExt.IPReversePathFilter",
+    ]
+    .iter()
+    .map(|k| g(k))
+    .sum::<i64>()
+        + (g("Ip.ReasmReqds") - g("Ip.ReasmOKs")).max(0);
+    Some((received - accounted).max(0))
+}
+
 /// Per-second rise of drops that is worth a warning (engine's choice: any sustained drop rate
 /// of one packet a second or more hurts TCP throughput noticeably).
 pub const DROPS_PER_S_WARNING: f64 = 1.0;
@@ -258,6 +290,17 @@ pub fn judge_drops(
             })
         })
         .collect();
+    if let (Some(x), Some(y)) = (undelivered(&a.counters), undelivered(&b.counters))
+        && y > x
+    {
+        rising.push(CounterDelta {
+            counter: UNDELIVERED.to_string(),
+            delta: y - x,
+            per_second: round1((y - x) as f64 / window),
+            total: y,
+            meaning: UNDELIVERED_MEANING.to_string(),
+        });
+    }
     rising.sort_by(|x, y| y.delta.cmp(&x.delta).then(x.counter.cmp(&y.counter)));
     for c in &rising {
         let sev = if c.per_second >= DROPS_PER_S_WARNING {
@@ -332,7 +375,7 @@ pub fn judge_drops(
         f.add(
             Severity::Info,
             format!("No packet drop counter rose in {window_s:.1} s"),
-            format!("{} counters compared", DROP_COUNTERS.len()),
+            format!("{} counters compared", DROP_COUNTERS.len() + 1),
             "/proc/net/snmp",
         );
     } else {

@@ -286,6 +286,40 @@ fn packetdrop_reports_climbing_counters_with_their_meaning() {
 }
 
 #[test]
+fn packetdrop_counts_netfilter_drops_that_no_kernel_counter_records() {
+    // An nftables `drop` in the input hook: 300 datagrams entered ip_rcv (InReceives), 20 were
+    // delivered, none was counted by an error counter.
+    let snmp = |received: i64, delivered: i64| {
+        let text = format!(
+            "Ip: Forwarding InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards InDelivers ReasmReqds ReasmOKs\n\
+             Ip: 1 {received} 0 0 0 0 0 {delivered} 0 0\n"
+        );
+        net::NetSample {
+            counters: net::snmp_counters(&text),
+            ..Default::default()
+        }
+    };
+    let a = snmp(1000, 990);
+    let b = snmp(1300, 1010);
+    let (f, fig) = net::judge_drops(&a, &b, 2.0, Some(42));
+    let c = fig
+        .rising
+        .iter()
+        .find(|c| c.counter == net::UNDELIVERED)
+        .unwrap_or_else(|| panic!("{}", dump(&f)));
+    assert_eq!((c.delta, c.per_second, c.total), (280, 140.0, 290));
+    assert!(
+        has(&f, Severity::Warning, "Ip.InUndelivered rose by 280"),
+        "{}",
+        dump(&f)
+    );
+    assert!(has(&f, Severity::Warning, "netfilter rule"), "{}", dump(&f));
+    // delivered as fast as received: nothing
+    let (_, quiet) = net::judge_drops(&a, &snmp(1300, 1290), 2.0, None);
+    assert!(quiet.rising.is_empty(), "{:?}", quiet.rising);
+}
+
+#[test]
 fn iofsstat_names_the_top_writer_and_the_saturated_disk() {
     let mut root = fixture();
     let a = io::sample(&root);
