@@ -29,6 +29,11 @@ pub const SUNRECLAIM_HIGH_PCT: f64 = 10.0;
 /// Processes listed by RSS; PSS is read (smaps_rollup walks every mapping) only for the first few.
 const TOP_PROCESSES: usize = 10;
 const PSS_FOR: usize = 5;
+/// Time the PSS reads may take together. The kernel builds smaps_rollup by walking the page
+/// tables of every mapping, so one process with gigabytes resident costs tens of milliseconds;
+/// once the budget is spent the remaining processes keep `pss: null` (engine's choice: keeps
+/// local_memgraph well inside its 50 ms snapshot target on a busy host).
+const PSS_BUDGET: std::time::Duration = std::time::Duration::from_millis(15);
 const TOP_CGROUPS: usize = 10;
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -77,7 +82,8 @@ pub struct ProcessMemory {
     pub rss_file: u64,
     pub rss_shmem: u64,
     pub swap: u64,
-    /// Proportional set size, bytes (read for the first few only).
+    /// Proportional set size, bytes (read for the first few only, within a time budget; null
+    /// for the others).
     pub pss: Option<u64>,
     pub cgroup: Option<String>,
 }
@@ -240,9 +246,10 @@ pub fn top_processes(root: &Root, f: &mut Findings, n: usize) -> (Vec<ProcessMem
     let scanned = procs.len();
     procs.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
     procs.truncate(n);
+    let started = std::time::Instant::now();
     for (i, p) in procs.iter_mut().enumerate() {
         p.cgroup = cgroup::of_pid(root, p.pid);
-        if i < PSS_FOR {
+        if i < PSS_FOR && started.elapsed() < PSS_BUDGET {
             p.pss = pss(root, p.pid);
         }
     }
