@@ -1,7 +1,10 @@
 //! local_memgraph: where the memory went — meminfo breakdown, slab, page cache, shmem/tmpfs,
 //! hugepages, top processes by RSS (PSS for the top few), cgroup v2 per service and pod, PSI.
 
-use procfs_core::{Meminfo, process::Status};
+use procfs_core::{
+    Meminfo,
+    process::{Stat, Status},
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -215,8 +218,9 @@ pub fn judge_meminfo(m: &MeminfoFigures, f: &mut Findings) {
     }
 }
 
-/// Top processes by RSS from /proc/PID/status (one small file per process, opened and closed
-/// in turn).
+/// Top processes by RSS: every process's /proc/PID/stat (one small file each, opened and closed
+/// in turn; the kernel formats it about four times faster than status) ranks them, and only the
+/// top `n` have their /proc/PID/status read for the anon/file/shmem/swap split.
 pub fn top_processes(root: &Root, f: &mut Findings, n: usize) -> (Vec<ProcessMemory>, usize) {
     let pids = match root.pids("/proc") {
         Ok(p) => p,
@@ -225,27 +229,49 @@ pub fn top_processes(root: &Root, f: &mut Findings, n: usize) -> (Vec<ProcessMem
             return (Vec::new(), 0);
         }
     };
-    let kib = |v: Option<u64>| v.unwrap_or(0) * 1024;
-    let mut procs: Vec<ProcessMemory> = pids
+    let page = page_size();
+    let mut ranked: Vec<(i32, String, u64)> = pids
         .iter()
         .filter_map(|&pid| {
-            let s: Status = root.parse(&format!("/proc/{pid}/status")).ok()?;
-            Some(ProcessMemory {
-                pid,
-                name: s.name,
-                rss: kib(s.vmrss),
-                rss_anon: kib(s.rssanon),
-                rss_file: kib(s.rssfile),
-                rss_shmem: kib(s.rssshmem),
-                swap: kib(s.vmswap),
-                pss: None,
-                cgroup: None,
-            })
+            let s: Stat = root.parse(&format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, s.comm, s.rss * page))
         })
         .collect();
-    let scanned = procs.len();
+    let scanned = ranked.len();
+    ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    ranked.truncate(n);
+    let kib = |v: Option<u64>| v.unwrap_or(0) * 1024;
+    let mut procs: Vec<ProcessMemory> = ranked
+        .into_iter()
+        .map(
+            |(pid, comm, rss)| match root.parse::<Status>(&format!("/proc/{pid}/status")) {
+                Ok(s) => ProcessMemory {
+                    pid,
+                    name: s.name,
+                    rss: kib(s.vmrss),
+                    rss_anon: kib(s.rssanon),
+                    rss_file: kib(s.rssfile),
+                    rss_shmem: kib(s.rssshmem),
+                    swap: kib(s.vmswap),
+                    pss: None,
+                    cgroup: None,
+                },
+                // exited between the two reads
+                Err(_) => ProcessMemory {
+                    pid,
+                    name: comm,
+                    rss,
+                    rss_anon: 0,
+                    rss_file: 0,
+                    rss_shmem: 0,
+                    swap: 0,
+                    pss: None,
+                    cgroup: None,
+                },
+            },
+        )
+        .collect();
     procs.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
-    procs.truncate(n);
     let started = std::time::Instant::now();
     for (i, p) in procs.iter_mut().enumerate() {
         p.cgroup = cgroup::of_pid(root, p.pid);
@@ -254,6 +280,23 @@ pub fn top_processes(root: &Root, f: &mut Findings, n: usize) -> (Vec<ProcessMem
         }
     }
     (procs, scanned)
+}
+
+/// Bytes per page, for the rss field of /proc/PID/stat: AT_PAGESZ of this process's auxiliary
+/// vector (pairs of native-endian u64 type and value; no sysconf call, which would need unsafe).
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        const AT_PAGESZ: u64 = 6;
+        let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+        auxv.chunks_exact(16)
+            .find_map(|e| {
+                let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+                (word(&e[..8]) == AT_PAGESZ).then(|| word(&e[8..]))
+            })
+            .filter(|p| *p > 0)
+            .unwrap_or(4096)
+    })
 }
 
 fn pss(root: &Root, pid: i32) -> Option<u64> {

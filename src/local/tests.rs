@@ -389,3 +389,18 @@ fn live_sock_diag_dump_works() {
         "{sockets:?}"
     );
 }
+
+#[test]
+fn memgraph_ranks_by_stat_and_reads_status_only_for_the_top() {
+    // The fixture's five processes all fit in the top 10: the status breakdown is read for each,
+    // and the order is by RSS.
+    let (_, fig) = memory::collect(&fixture());
+    let names: Vec<&str> = fig.top_processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names[..3], ["leaky-app", "systemd", "dd"], "{names:?}");
+    assert_eq!(fig.processes_scanned, 5);
+    assert_eq!(fig.top_processes[0].rss_anon, 5_950_000 * 1024);
+    // the live host: our own process is ranked from its stat and has a status breakdown
+    let (_, live) = memory::collect(&Root::new("/"));
+    assert!(live.processes_scanned > 0);
+    assert!(live.top_processes.iter().all(|p| p.rss >= p.rss_anon));
+}
