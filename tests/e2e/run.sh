@@ -19,6 +19,8 @@
 #   E2E_TIMEOUT  seconds the guest may run (default 900)
 #   E2E_STEPS    space-separated step numbers to run (default: all)
 #   E2E_KEEP     1 = keep the staging directory with the guest's results and journal
+# Step 13 binds the host's /dev/kmsg into the guest (read-only, with CAP_SYSLOG) and, on a
+# cgroup v1 host, a 32 MiB memory cgroup at /run/e2e-memcg (see "what step 13 needs" below).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -120,6 +122,7 @@ log "rpm: ${rpm_file:-<none>}"
 # --- staging dir bound to /e2e in the guest -------------------------------------------------
 stage=$(mktemp -d "$cache/run-XXXXXX")
 cleanup() {
+    [ -z "${memcg:-}" ] || rmdir "$memcg" 2>/dev/null || true
     if [ "${E2E_KEEP:-0}" = 1 ]; then log "kept $stage"; else rm -rf "$stage"; fi
 }
 trap cleanup EXIT
@@ -150,12 +153,34 @@ rm -rf "$upg"
 } > "$stage/env"
 chmod -R a+rX "$stage"
 
+# --- what step 13 (induced conditions) needs from the host ------------------------------------
+# The guest shares the host kernel, and so its kernel log; but systemd-nspawn gives a container
+# no /dev/kmsg and drops CAP_SYSLOG (needed with kernel.dmesg_restrict=1). A VM or a real host
+# has both, so the guest gets the host's /dev/kmsg read-only and CAP_SYSLOG.
+nspawn_extra=(--bind-ro=/dev/kmsg --capability=CAP_SYSLOG)
+# On a cgroup v1 host nspawn mounts the guest's memory hierarchy read-only, so systemd in the
+# guest cannot enforce MemoryMax=. For the OOM check the host then prepares a 32 MiB memory
+# cgroup (a child of this script's own) and binds it into the guest at /run/e2e-memcg.
+memcg=
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] && [ -d /sys/fs/cgroup/memory ]; then
+    own=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)
+    memcg=/sys/fs/cgroup/memory${own%/}/sysom-e2e-oom-$$
+    if mkdir "$memcg" 2>/dev/null && echo $((32 << 20)) > "$memcg/memory.limit_in_bytes"; then
+        nspawn_extra+=(--bind="$memcg:/run/e2e-memcg")
+        echo "E2E_MEMCG=$(basename "$memcg")" >> "$stage/env"
+        log "cgroup v1 host: prepared memory cgroup $memcg (32 MiB) for the OOM check"
+    else
+        log "cgroup v1 host: cannot prepare a memory cgroup under ${own:-?}; step 13's OOM check will fail"
+        rmdir "$memcg" 2>/dev/null; memcg=
+    fi
+fi
+
 # --- boot -------------------------------------------------------------------------------
 log "booting guest (timeout ${timeout_s}s)"
 nspawn_rc=0
 timeout --foreground -k 10 "$timeout_s" \
     systemd-nspawn -q -D "$rootfs" --volatile=overlay --register=no --keep-unit \
-        --private-network --machine=sysom-e2e --bind="$stage:/e2e" \
+        --private-network --machine=sysom-e2e --bind="$stage:/e2e" "${nspawn_extra[@]}" \
         -b e2e.run </dev/null || nspawn_rc=$?
 log "guest exited (nspawn rc $nspawn_rc)"
 

@@ -39,6 +39,7 @@ def parser(desc):
     p.add_argument("--ready-file", help="after the first round, create this file ...")
     p.add_argument("--go-file", help="... then wait for this file and do the calls again on the same session")
     p.add_argument("--timeout", type=float, default=240, help="overall timeout in seconds")
+    p.add_argument("--save", help="write the structured result of the last call to this file (JSON)")
     return p
 
 
@@ -91,6 +92,10 @@ async def run_round(session, a, label):
             texts = [c.text for c in getattr(res, "content", []) if getattr(c, "type", "") == "text"]
             structured = getattr(res, "structuredContent", None) or getattr(res, "structured_content", None)
             good = (not is_error) and len(progress) >= a.min_progress
+            if a.save:
+                with open(a.save, "w") as f:
+                    json.dump(structured if structured is not None else {"isError": is_error, "texts": texts},
+                              f, ensure_ascii=False)
             ok &= good
             out({"round": label, "op": "tools/call", "tool": a.call, "i": i, "isError": is_error,
                  "progress": len(progress), "ok": good, "secs": round(time.monotonic() - t0, 3),

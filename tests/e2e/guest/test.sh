@@ -505,7 +505,124 @@ step12() {
     finish
 }
 
-for n in 1 2 3 4 5 6 7 8 9 10 11 12; do
+# ---------------------------------------------------------------------------------------
+# local_call TOOL ARGS_JSON FILE: call a local tool with the streamable HTTP client, answer to FILE
+local_call() {
+    local o
+    rm -f "$3"
+    o=$(client http --url "$URL" --token "$TOKEN" --call "$1" --args "$2" --save "$3" --timeout 60 2>&1) ||
+        { printf '%s\n' "$o" | tail -n 5 | sed "s/^/  ! $1: /"; return 1; }
+}
+# local_ck DESCRIPTION KIND FILE ARGS...: local_check.py on a saved answer (prints it on failure)
+local_ck() {
+    local d=$1
+    shift
+    ckv "$d" python3 "$G/local_check.py" "$@"
+}
+step13() {
+    begin "13 induced conditions seen by the local tools (local-diagnosis drop-in, python MCP client over HTTP)"
+    local dropin=/etc/systemd/system/sysom-mcp.service.d/local-diagnosis.conf ans=/tmp/e2e-local
+    local t0 unit pid rc memcg_note= expect_cg
+    mkdir -p "$ans"
+    # a known state whatever ran before: the package installed and configured, the socket on
+    # :7140, no allowed_hosts left by step 12
+    if ! dpkg-query -W sysom-mcp >/dev/null 2>&1; then
+        ck "install the .deb again" apt-get install -y "$DEB"
+    fi
+    sed -i 's|^allowed_hosts = |#allowed_hosts = |' /etc/sysom-mcp/config.toml
+    rm -f /etc/systemd/system/sysom-mcp.socket.d/loopback.conf
+    configure
+    systemctl daemon-reload
+    systemctl stop sysom-mcp.service 2>/dev/null
+    systemctl restart sysom-mcp.socket 2>/dev/null
+    ck "sysom-mcp.socket enabled and listening" bash -c 'systemctl enable --now sysom-mcp.socket && ss -Htln "sport = :7140" | grep -q .'
+    ck "install the local-diagnosis drop-in" install -D -m 0644 \
+        /usr/share/doc/sysom-mcp/examples/local-diagnosis.conf "$dropin"
+    systemctl daemon-reload
+    # Started here, outside the timed part: the first start waits for network-online.target,
+    # which in a freshly booted guest can take tens of seconds.
+    ck "restart sysom-mcp.service with the drop-in" systemctl restart sysom-mcp.service
+    t0=$(date +%s)
+
+    # (d) a filled tmpfs
+    mkdir -p /mnt/e2e-full
+    mount -t tmpfs -o size=4m e2e-full /mnt/e2e-full
+    dd if=/dev/zero of=/mnt/e2e-full/fill bs=64k 2>/dev/null   # stops at ENOSPC
+    local_call local_disk '{}' "$ans/disk.json"
+    local_ck "(d) local_disk reports the filled tmpfs /mnt/e2e-full full" full "$ans/disk.json" /mnt/e2e-full
+    ck "service runs with the drop-in (ProtectProc=default)" test "$(show sysom-mcp.service ProtectProc)" = default
+    umount /mnt/e2e-full
+
+    # (a) a process killed by the OOM killer under a memory limit
+    unit=e2e-oomhog-$(rand 3)
+    systemd-run --quiet --collect --unit="$unit" -p MemoryMax=32M -p MemorySwapMax=0 --wait \
+        /opt/e2e-venv/bin/python "$G/oomhog.py" >/dev/null 2>&1
+    rc=$?
+    expect_cg=$unit.service
+    if [ $rc = 3 ]; then
+        # oomhog.py found no limit: MemoryMax= is not enforced in this guest (cgroup v1 host,
+        # whose memory hierarchy nspawn mounts read-only); use the host-made cgroup (run.sh)
+        if [ -n "${E2E_MEMCG:-}" ] && [ -d /run/e2e-memcg ]; then
+            note "MemoryMax= not enforced in this guest (cgroup v1 host, read-only memory hierarchy); the hog runs in the 32 MiB memory cgroup $E2E_MEMCG that run.sh prepared"
+            # (not through systemd-run: its ExecStart= would expand the shell's $$)
+            sh -c 'echo $$ > /run/e2e-memcg/cgroup.procs && exec /opt/e2e-venv/bin/python "$1" /run/e2e-memcg' \
+                oomhog "$G/oomhog.py" >/dev/null 2>&1
+            rc=$?
+            expect_cg=$E2E_MEMCG
+        else
+            ck "MemoryMax= enforced, or a memory cgroup from run.sh" false
+        fi
+    fi
+    ck "(a) the memory hog was killed (rc $rc: 137 or 255 = SIGKILL)" test "$rc" = 137 -o "$rc" = 255
+    local_call local_oomcheck "{\"time\":\"$((t0 - 120))\"}" "$ans/oom.json"
+    local_ck "(a) local_oomcheck names e2e-oomhog and its cgroup .../$expect_cg" oom "$ans/oom.json" e2e-oomhog "$expect_cg"
+
+    # (b) a direct-IO writer is the top writer
+    dd if=/dev/zero of=/e2e/out/e2e-direct bs=256k count=16384 oflag=direct status=none 2>/dev/null &
+    pid=$!
+    sleep 0.5
+    local_call local_iofsstat '{"duration":3}' "$ans/io.json"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    rm -f /e2e/out/e2e-direct
+    local_ck "(b) local_iofsstat names dd (oflag=direct) the top writer" writer "$ans/io.json" dd
+
+    # (c) packets dropped by an nftables rule in a network namespace
+    ip netns add e2e-drop && ip -n e2e-drop link set lo up
+    ck "nft drop rule in netns e2e-drop" ip netns exec e2e-drop nft -f - <<'NFT'
+table inet e2e {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        udp dport 9 counter drop
+    }
+}
+NFT
+    ip netns exec e2e-drop /usr/bin/python3 "$G/udp_flood.py" 9 12 200 &
+    pid=$!
+    sleep 0.5
+    local_call local_packetdrop "{\"duration\":3,\"pid\":$pid}" "$ans/drop.json"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    say "  nft: $(ip netns exec e2e-drop nft list ruleset 2>&1 | grep -o 'counter packets [0-9]*')"
+    local_ck "(c) local_packetdrop (pid in netns e2e-drop) sees Ip.InUndelivered rise" drops "$ans/drop.json" Ip.InUndelivered
+    ip netns del e2e-drop
+
+    # (e) a busy loop
+    cp /usr/bin/dash /usr/local/bin/e2e-busyloop
+    /usr/local/bin/e2e-busyloop -c 'while :; do :; done' &
+    pid=$!
+    sleep 2
+    local_call local_loadtask '{}' "$ans/load.json"
+    kill "$pid"; wait "$pid" 2>/dev/null
+    local_ck "(e) local_loadtask names the busy loop e2e-busyloop" busy "$ans/load.json" e2e-busyloop
+
+    local secs=$(( $(date +%s) - t0 ))
+    ck "the induced conditions and their checks took at most 60 s (${secs} s)" test "$secs" -le 60
+    rm -f "$dropin" /usr/local/bin/e2e-busyloop; rm -rf "$ans"
+    systemctl daemon-reload
+    systemctl stop sysom-mcp.service 2>/dev/null
+    finish
+}
+
+for n in 1 2 3 4 5 6 7 8 9 10 11 12 13; do
     if want_steps "$n"; then "step$n"; fi
 done
 
