@@ -378,6 +378,34 @@ for key in sorted(set(re.findall(r'`((?:[a-z]+\.)?[a-z_]+)` (?:\(top level\) )?\
 print('\n'.join(bad))
 sys.exit(1 if bad else 0)
 EOF
+# Every option that `sysom-mcp --help` (or a subcommand's --help, recursively) offers is
+# documented in the man page.
+if [ -n "$BIN" ]; then
+	check "man page documents every command-line option (sysom-mcp [SUBCOMMAND...] --help)" $PY - "$BIN" <<'EOF'
+import re, subprocess, sys
+exe = sys.argv[1]
+man = open('docs/sysom-mcp.8').read().replace('\\-', '-')
+man = re.sub(r'\\f[BRIPV]', '', man)
+
+def walk(path, seen):
+    out = subprocess.run([exe, *path, '--help'], capture_output=True, text=True).stdout
+    for flag in re.findall(r'^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)', out, re.M):
+        if flag not in ('--help', '--version'):
+            seen.setdefault(flag, ' '.join(['sysom-mcp', *path]))
+    if 'Commands:' in out:
+        block = out.split('Commands:', 1)[1].split('\n\n', 1)[0]
+        for sub in re.findall(r'^  ([a-z][a-z-]*)\s', block, re.M):
+            if sub != 'help':
+                walk([*path, sub], seen)
+    return seen
+
+flags = walk([], {})
+bad = ['man page lacks %s (from `%s --help`)' % (f, where) for f, where in sorted(flags.items())
+       if not re.search(re.escape(f) + r'(?![a-z0-9-])', man)]
+print('\n'.join(bad) or '%d options documented' % len(flags))
+sys.exit(1 if bad else 0)
+EOF
+fi
 man_warnings() {
 	local out
 	out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l docs/sysom-mcp.8 2>&1 >/dev/null)
