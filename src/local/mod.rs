@@ -190,6 +190,16 @@ struct NoParams {}
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct MemgraphParams {
+    /// Read PSS (smaps_rollup) for the five largest processes whatever their size: the kernel
+    /// walks their page tables, about 0.1 s per GiB resident. Default false: PSS only while
+    /// their resident memory adds up to 64 MiB
+    #[serde(default)]
+    pss: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct OomParams {
     /// Only OOM kills in this window: a Unix timestamp (kills since then) or `start~end`
     #[serde(default)]
@@ -283,16 +293,19 @@ pub fn tools() -> Vec<ToolDef> {
                 snapshot("local_triage", root_of(&s), triage::collect)
             },
         ),
-        tool::<NoParams, LocalResult<memory::MemoryFigures>, _, _>(
+        tool::<MemgraphParams, LocalResult<memory::MemoryFigures>, _, _>(
             "local_memgraph",
             desc(
-                "Memory breakdown of this host (like SysOM memgraph): meminfo (anon, page cache, shmem/tmpfs, slab, hugepages), top processes by RSS with PSS, cgroup v2 memory.current/memory.stat per service and pod, PSI memory; flags exhaustion, cgroups at their limit and unreclaimable growth.",
+                "Memory breakdown of this host (like SysOM memgraph): meminfo (anon, page cache, shmem/tmpfs, slab, hugepages), top processes by RSS (PSS for the small ones, all five with pss=true), cgroup v2 memory.current/memory.stat per service and pod, PSI memory; flags exhaustion, cgroups at their limit and unreclaimable growth.",
             ),
             "local",
             Effect::LocalReadOnly,
             Scope::Diagnose,
-            |s: Arc<Services>, _p: NoParams, _ctx| {
-                snapshot("local_memgraph", root_of(&s), memory::collect)
+            |s: Arc<Services>, p: MemgraphParams, _ctx| {
+                let all_pss = p.pss.unwrap_or(false);
+                snapshot("local_memgraph", root_of(&s), move |r| {
+                    memory::collect(r, all_pss)
+                })
             },
         ),
         tool::<OomParams, LocalResult<oom::OomFigures>, _, _>(

@@ -23,7 +23,7 @@ fn dump(f: &Findings) -> String {
 
 #[test]
 fn memgraph_flags_the_leaking_cgroup_and_exhaustion() {
-    let (f, fig) = memory::collect(&fixture());
+    let (f, fig) = memory::collect(&fixture(), true);
     assert!(
         has(
             &f,
@@ -205,7 +205,7 @@ fn triage_points_at_the_right_diagnoses() {
 fn missing_inputs_degrade_to_findings() {
     let empty = tempfile::tempdir().unwrap();
     let root = Root::recorded(empty.path());
-    let (f, _) = memory::collect(&root);
+    let (f, _) = memory::collect(&root, false);
     assert!(
         has(&f, Severity::Unavailable, "/proc/meminfo"),
         "{}",
@@ -231,7 +231,7 @@ fn missing_inputs_degrade_to_findings() {
 #[test]
 fn live_host_collectors_answer() {
     let root = Root::new("/");
-    let (_, m) = memory::collect(&root);
+    let (_, m) = memory::collect(&root, false);
     assert!(m.meminfo.unwrap().total > 0);
     let (_, l) = load::collect(&root);
     assert!(l.tasks_total > 0);
@@ -394,13 +394,16 @@ fn live_sock_diag_dump_works() {
 fn memgraph_ranks_by_stat_and_reads_status_only_for_the_top() {
     // The fixture's five processes all fit in the top 10: the status breakdown is read for each,
     // and the order is by RSS.
-    let (_, fig) = memory::collect(&fixture());
+    let (_, fig) = memory::collect(&fixture(), false);
     let names: Vec<&str> = fig.top_processes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names[..3], ["leaky-app", "systemd", "dd"], "{names:?}");
     assert_eq!(fig.processes_scanned, 5);
     assert_eq!(fig.top_processes[0].rss_anon, 5_950_000 * 1024);
+    // 6 GB resident is beyond the PSS walk budget: not read unless asked (pss: true, above)
+    assert!(memory::PSS_RSS_BUDGET < fig.top_processes[0].rss);
+    assert_eq!(fig.top_processes[0].pss, None);
     // the live host: our own process is ranked from its stat and has a status breakdown
-    let (_, live) = memory::collect(&Root::new("/"));
+    let (_, live) = memory::collect(&Root::new("/"), false);
     assert!(live.processes_scanned > 0);
     assert!(live.top_processes.iter().all(|p| p.rss >= p.rss_anon));
 }
