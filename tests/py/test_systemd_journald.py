@@ -2,7 +2,8 @@
 
 tracing-journald always uses /run/systemd/journal/socket, so the binary runs in a private mount
 namespace (``unshare -m``, root) with a tmpfs on /run/systemd and a Python datagram socket there.
-Each tool call must be one record with the SYSOM_* fields, INFO at priority 6, and no secret.
+Each tool call must be one record with the SYSOM_* fields, INFO at priority 6, and no secret, plus one
+audit record (SYSOM_AUDIT=1: principal, scope decision, client address) per call and per refusal.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def entries(outfile) -> list[dict[str, list[bytes]]]:
     return [parse_journal_datagram(d) for d in read_journal_capture(outfile)]
 
 
+def tool_records(outfile, tool: str) -> list[dict[str, list[bytes]]]:
+    """The log records of `tool`'s calls (not the audit records, which carry SYSOM_AUDIT=1)."""
+    return [e for e in entries(outfile) if journal_field(e, "SYSOM_TOOL") == tool and "SYSOM_AUDIT" not in e]
+
+
+def audit_records(outfile) -> list[dict[str, list[bytes]]]:
+    return [e for e in entries(outfile) if journal_field(e, "SYSOM_AUDIT") == "1"]
+
+
 def start_in_fake_journal(procs, tmp_path, mock, config_file, extra_args, **env_overrides):  # noqa: F811
     port = harness.free_port()
     tokens = tmp_path / "tokens"
@@ -57,7 +67,7 @@ def check_tool_record(proc, port, outfile, mock):
     assert result["code"] == "Success", result
 
     def memgraph_records():
-        return [e for e in entries(outfile) if journal_field(e, "SYSOM_TOOL") == "memgraph"]
+        return tool_records(outfile, "memgraph")
 
     wait_until(memgraph_records, 5, what="a journal record with SYSOM_TOOL=memgraph")
     time.sleep(0.3)
@@ -74,6 +84,22 @@ def check_tool_record(proc, port, outfile, mock):
     assert "SYSOM_REQUEST_ID" in rec
     assert "memgraph" in journal_field(rec, "MESSAGE")
     assert not [k for k in rec if k.startswith("F_")], "fields must keep their names (no F_ prefix)"
+
+    # The audit trail: one record for the call, one for the refused token; never the token.
+    audit = audit_records(outfile)
+    calls = [e for e in audit if journal_field(e, "SYSOM_TOOL") == "memgraph"]
+    assert len(calls) == 1, audit
+    call = calls[0]
+    assert journal_field(call, "SYSOM_PRINCIPAL").startswith("plain-"), call  # a plain token's name
+    assert journal_field(call, "SYSOM_AUTH") == "token"
+    assert journal_field(call, "SYSOM_SCOPE") == "sysom:diagnose"
+    assert journal_field(call, "SYSOM_SCOPE_DECISION") == "allowed"
+    assert journal_field(call, "SYSOM_RESULT_CODE") == "Success"
+    assert journal_field(call, "SYSOM_CLIENT_ADDR") == "127.0.0.1"
+    assert journal_field(call, "SYSOM_TRANSPORT") == "streamable_http"
+    assert journal_field(call, "SYSOM_TASK_ID") == result["task_id"]
+    refused = [e for e in audit if journal_field(e, "SYSOM_SCOPE_DECISION") == "denied_auth"]
+    assert refused and journal_field(refused[0], "SYSOM_RESULT_CODE") == "401", audit
 
     # Startup records are there too, at the right priorities.
     all_entries = entries(outfile)
@@ -96,8 +122,7 @@ def test_log_journald_flag(sysom_bin, mock, config_file, procs, tmp_path, can_un
     assert status == 200
     request_id = out["result"]["structuredContent"]["requestId"]
     assert request_id
-    rec = wait_until(lambda: [e for e in entries(outfile) if journal_field(e, "SYSOM_TOOL") == "list_all_instances"],
-                     5, what="list_all_instances record")[0]
+    rec = wait_until(lambda: tool_records(outfile, "list_all_instances"), 5, what="list_all_instances record")[0]
     assert journal_field(rec, "SYSOM_REQUEST_ID") == request_id, rec
     assert journal_field(rec, "SYSOM_UPSTREAM_ACTION") == "ListAllInstances"
     check_tool_record(proc, port, outfile, mock)
@@ -137,8 +162,7 @@ def test_diagnosis_record_has_request_id(sysom_bin, mock, config_file, procs, tm
     status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
                            headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200
-    rec = wait_until(lambda: [e for e in entries(outfile) if journal_field(e, "SYSOM_TOOL") == "memgraph"],
-                     5, what="memgraph record")[0]
+    rec = wait_until(lambda: tool_records(outfile, "memgraph"), 5, what="memgraph record")[0]
     assert journal_field(rec, "SYSOM_REQUEST_ID"), rec
 
 

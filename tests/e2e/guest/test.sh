@@ -291,8 +291,18 @@ step5() {
 }
 
 # ---------------------------------------------------------------------------------------
+audit_recorded() {  # the memgraph calls' audit records name a principal and an allowed decision
+    journalctl -b --no-pager -u sysom-mcp SYSOM_AUDIT=1 SYSOM_TOOL=memgraph -o json | python3 -c '
+import json, sys
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+print("  > " + json.dumps({k: v for k, v in (recs[0] if recs else {}).items() if k.startswith("SYSOM_")})[:400])
+ok = recs and all(r.get("SYSOM_PRINCIPAL") and r.get("SYSOM_SCOPE_DECISION") == "allowed"
+                  and r.get("SYSOM_SCOPE") == "sysom:diagnose" for r in recs)
+sys.exit(0 if ok else 1)'
+}
+
 step6() {
-    begin "6 journal: SYSOM_TOOL=memgraph record; no secret in the journal"
+    begin "6 journal: SYSOM_TOOL=memgraph record and its audit record; no secret in the journal"
     local recs
     recs=$(journalctl -b --no-pager -u sysom-mcp SYSOM_TOOL=memgraph -o json 2>/dev/null)
     ck "journalctl -u sysom-mcp SYSOM_TOOL=memgraph finds the call" test -n "$recs"
@@ -301,6 +311,7 @@ import json, sys
 for l in sys.stdin:
     d = json.loads(l)
     print("  > " + json.dumps({k: v for k, v in d.items() if k == "MESSAGE" or k.startswith("SYSOM_")}, ensure_ascii=False)[:400])'
+    ckv "audit: journalctl -u sysom-mcp SYSOM_AUDIT=1 SYSOM_TOOL=memgraph names the principal" audit_recorded
     journalctl --flush 2>/dev/null
     ck "AccessKey secret not in journalctl -o verbose" bash -c "! journalctl --no-pager -o verbose | grep -aqF '$AK_SECRET'"
     ck "AccessKey secret not in journalctl -o export" bash -c "! journalctl --no-pager -o export | grep -aqF '$AK_SECRET'"
