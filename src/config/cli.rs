@@ -17,7 +17,9 @@ CREDENTIALS (environment or $CREDENTIALS_DIRECTORY files; never in the config fi
   SYSOM_STS_ENDPOINT           STS endpoint for AssumeRole (default https://sts.aliyuncs.com)
   SYSOM_ECS_METADATA_ENDPOINT  ECS metadata service (default http://100.100.100.200)
   DASHSCOPE_API_KEY            accepted and ignored: sysom-mcp never calls an LLM
-  CREDENTIALS_DIRECTORY        set by systemd LoadCredential=; also holds `mcp-tokens`
+  CREDENTIALS_DIRECTORY        set by systemd LoadCredential=; also holds `mcp-tokens` and
+                               `task-keys` (MCP task handle keys, newest first)
+  SYSOM_MCP_TASK_KEY_FILE      task key file instead of the task-keys credential (re-read on reload)
 Bearer tokens for MCP clients: `NAME SCOPES sha256:HEX` lines (made by `sysom-mcp token new`) in
 each --token-file and in $CREDENTIALS_DIRECTORY/mcp-tokens; every listed token is accepted
 (rotation). A line with a single word is a plain token of the old format (every scope).

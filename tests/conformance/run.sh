@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (@modelcontextprotocol/conformance, 0.2 line) against
-# sysom-mcp on loopback, once per requirement set (2025-11-25 and 2026-07-28). Each set has a
+# sysom-mcp on loopback, once per requirement set (2025-11-25 and 2026-07-28), then the tasks
+# extension's scenarios by name (expected-failures.tasks.yaml). Each set has a
 # checked-in baseline, expected-failures.<set>.yaml, every entry with its reason. The suite
 # fails the run on any failure not in the baseline and on any baseline entry that now passes.
 #
@@ -62,6 +63,16 @@ for req in 2025-11-25 2026-07-28; do
     timeout 600 "$node" "$suite" server --url "http://127.0.0.1:$port/mcp/unified" --requirements "$req" \
         --expected-failures "expected-failures.$req.yaml" -o "$out/$req" >"$out/$req.txt" 2>&1 || status=1
     sed -n '/=== SUMMARY ===/,$p' "$out/$req.txt" >&2
+done
+# The tasks extension (io.modelcontextprotocol/tasks) scenarios are outside --requirements: run
+# them by name against their own baseline (most checks need the suite's fixture tools).
+for s in tasks-lifecycle tasks-capability-negotiation tasks-wire-fields tasks-request-state-removal \
+        tasks-mrtr-input tasks-request-headers tasks-dispatch-and-envelope tasks-status-notifications \
+        tasks-required-task-error tasks-mrtr-composition; do
+    echo "=== conformance --scenario $s" >&2
+    timeout 120 "$node" "$suite" server --url "http://127.0.0.1:$port/mcp/unified" --scenario "$s" \
+        --expected-failures expected-failures.tasks.yaml -o "$out/$s" >"$out/$s.txt" 2>&1 || {
+        status=1; sed -n '/=== SUMMARY ===/,$p' "$out/$s.txt" >&2; }
 done
 if grep -q ' ERROR ' "$out/server.log"; then
     echo "conformance: the server logged errors:" >&2; grep ' ERROR ' "$out/server.log" | head -20 >&2; status=1

@@ -64,12 +64,19 @@ def fleet_env(mock, creds=None, **extra):
     return env
 
 
-def client(url: str, ext=None):
+def client(url: str, ext=None, token: str | None = None):
     from mcp.client.client import Client
-    return Client(url, extensions=[ext or ts.TasksExtension()], mode=MODERN)
+    server = url
+    if token is not None:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+        server = streamable_http_client(url, http_client=httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, trust_env=False))
+    return Client(server, extensions=[ext or ts.TasksExtension()], mode=MODERN)
 
 
-async def start_task(url: str, name: str = "memgraph", args: dict | None = None) -> "ts.TaskCreated":
+async def start_task(url: str, name: str = "memgraph", args: dict | None = None,
+                     token: str | None = None) -> "ts.TaskCreated":
     """tools/call as a task; returns the task without following it."""
     async def keep(created, ctx):
         raise _Created(created)
@@ -78,7 +85,7 @@ async def start_task(url: str, name: str = "memgraph", args: dict | None = None)
         def __init__(self, created):
             self.created = created
 
-    async with client(url, ts.TasksExtension(poll=keep)) as c:
+    async with client(url, ts.TasksExtension(poll=keep), token) as c:
         try:
             await c.call_tool(name, args or DIAG_ARGS)
         except _Created as got:
@@ -86,11 +93,11 @@ async def start_task(url: str, name: str = "memgraph", args: dict | None = None)
     raise AssertionError("the diagnosis did not answer with a task")
 
 
-async def get_state(url: str, handle: str):
+async def get_state(url: str, handle: str, token: str | None = None):
     """tasks/get through a fresh client: the TaskState, or the MCPError it was refused with
     (caught inside the client, whose task group would wrap it)."""
     from mcp.shared.exceptions import MCPError
-    async with client(url) as c:
+    async with client(url, token=token) as c:
         try:
             return await ts.get_task(c.session, handle)
         except MCPError as e:
@@ -228,6 +235,24 @@ async def test_cancel_marks_the_task_cancelled_on_that_instance(mock, tmp_path):
             await ts.cancel_task(c.session, created.task_id)
             state = await ts.get_task(c.session, created.task_id)
     assert state.status == "cancelled"
+
+
+def token_new(name: str, tokens) -> str:
+    out = subprocess.run([str(harness.binary_path()), "token", "new", name, "--scope", "read,diagnose",
+                          "--file", str(tokens)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stdout.splitlines() if line.strip()][-1].strip()
+
+
+async def test_a_handle_opens_only_for_the_token_that_created_it(mock, tmp_path):
+    mock.scenario(diagnosis={"polls_before_done": 1})
+    tokens = tmp_path / "mcp-tokens"
+    alice, bob = token_new("alice", tokens), token_new("bob", tokens)
+    with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless", "--token-file", str(tokens)]) as srv:
+        created = await start_task(srv.url, token=alice)
+        assert claims_of(created.task_id)["p"] == "token:alice"
+        assert (await get_state(srv.url, created.task_id, alice)).status in {"working", "completed"}
+        assert "another principal" in refusal(await get_state(srv.url, created.task_id, bob))
 
 
 # --- the key ring ---------------------------------------------------------------------------------
