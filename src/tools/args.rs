@@ -60,6 +60,9 @@ fn check_property(name: &str, value: &Value, schema: &Value) -> Result<(), Strin
             names.join(" or ")
         ));
     };
+    if let Some(format) = branch.get("format").and_then(Value::as_str) {
+        check_format(name, value, format)?;
+    }
     if let Some(n) = value.as_f64() {
         if let Some(min) = branch.get("minimum").and_then(Value::as_f64)
             && n < min
@@ -79,8 +82,50 @@ fn check_property(name: &str, value: &Value, schema: &Value) -> Result<(), Strin
     Ok(())
 }
 
+/// The range an integer `format` (as schemars writes them for Rust integer types) implies:
+/// a value outside it would fail deserialisation without naming the argument.
+fn check_format(name: &str, value: &Value, format: &str) -> Result<(), String> {
+    let (min, max): (i128, i128) = match format {
+        "int8" => (i8::MIN.into(), i8::MAX.into()),
+        "int16" => (i16::MIN.into(), i16::MAX.into()),
+        "int32" => (i32::MIN.into(), i32::MAX.into()),
+        "int64" | "int" => (i64::MIN.into(), i64::MAX.into()),
+        "uint8" => (0, u8::MAX.into()),
+        "uint16" => (0, u16::MAX.into()),
+        "uint32" => (0, u32::MAX.into()),
+        "uint64" | "uint" => (0, u64::MAX.into()),
+        // Any JSON number fits an f64 or f32 well enough; the type check already ran.
+        "double" | "float" => return Ok(()),
+        other => {
+            return Err(format!(
+                "invalid argument `{name}`: the schema's format {other:?} is not supported"
+            ));
+        }
+    };
+    let n = value
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| value.as_u64().map(i128::from));
+    match n {
+        Some(n) if (min..=max).contains(&n) => Ok(()),
+        _ => Err(format!(
+            "invalid argument `{name}`: must be an integer from {min} to {max}, got {value}"
+        )),
+    }
+}
+
+/// Whether the schema forbids properties it does not list (`false`, or schemars' `{"not": {}}`).
+fn closed(schema: &Map<String, Value>) -> bool {
+    match schema.get("additionalProperties") {
+        Some(Value::Bool(false)) => true,
+        Some(Value::Object(o)) => o.len() == 1 && o.get("not") == Some(&Value::Object(Map::new())),
+        _ => false,
+    }
+}
+
 /// Checks `args` against an object schema: required properties present, known properties of the
-/// right type and range. Unknown properties are left alone, as the original server did.
+/// right type and range. Unknown properties are left alone, as the original server did, unless
+/// the schema is closed (`additionalProperties`: the local tools).
 pub fn check(args: &Map<String, Value>, schema: &Map<String, Value>) -> Result<(), String> {
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
@@ -93,8 +138,21 @@ pub fn check(args: &Map<String, Value>, schema: &Map<String, Value>) -> Result<(
         return Ok(());
     };
     for (name, value) in args {
-        if let Some(property) = properties.get(name) {
-            check_property(name, value, property)?;
+        match properties.get(name) {
+            Some(property) => check_property(name, value, property)?,
+            None if closed(schema) => {
+                let mut known: Vec<&str> = properties.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(format!(
+                    "unknown argument `{name}` (this tool takes: {})",
+                    if known.is_empty() {
+                        "no arguments".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            None => {}
         }
     }
     Ok(())
@@ -168,5 +226,79 @@ mod tests {
             e.contains("`days`") && e.contains("expected integer, got number"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn integer_formats_and_closed_schemas_are_enforced_by_name() {
+        let closed = json!({
+            "type": "object",
+            "additionalProperties": {"not": {}},
+            "properties": {
+                "n": {"anyOf": [{"type": "integer", "format": "uint32", "minimum": 0}, {"type": "null"}]},
+                "x": {"type": "number", "format": "double"},
+            }
+        });
+        let closed = closed.as_object().unwrap();
+        assert!(check(&args(json!({"n": 4294967295u64, "x": 1.5})), closed).is_ok());
+        let e = check(&args(json!({"n": 4294967296u64})), closed).unwrap_err();
+        assert!(
+            e.contains("`n`") && e.contains("from 0 to 4294967295"),
+            "{e}"
+        );
+        let e = check(&args(json!({"durration": 3})), closed).unwrap_err();
+        assert_eq!(e, "unknown argument `durration` (this tool takes: n, x)");
+        // An open schema (the cloud tools, as the original server) ignores unknown arguments.
+        assert!(check(&args(json!({"uid": "1", "days": 3, "zzz": 1})), &schema()).is_ok());
+    }
+
+    /// Keywords `check` enforces, and keywords that only describe (nothing to enforce).
+    const ENFORCED: &[&str] = &[
+        "type",
+        "anyOf",
+        "minimum",
+        "maximum",
+        "required",
+        "properties",
+        "format",
+        "additionalProperties",
+    ];
+    const ANNOTATIONS: &[&str] = &["description", "title", "default", "examples", "$schema"];
+
+    fn unknown_keywords(schema: &Value, at: &str, found: &mut Vec<String>) {
+        let Some(obj) = schema.as_object() else {
+            return;
+        };
+        for (key, value) in obj {
+            if !ENFORCED.contains(&key.as_str()) && !ANNOTATIONS.contains(&key.as_str()) {
+                found.push(format!("{at}: {key}"));
+            }
+            match key.as_str() {
+                "properties" => {
+                    for (name, sub) in value.as_object().into_iter().flatten() {
+                        unknown_keywords(sub, &format!("{at}.{name}"), found);
+                    }
+                }
+                "anyOf" => {
+                    for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
+                        unknown_keywords(sub, &format!("{at}.anyOf[{i}]"), found);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A schema keyword the validator does not understand would be silently unenforced (an
+    /// `enum`, a `maxLength`, a `pattern`...): every tool's schema may use only known ones.
+    #[test]
+    fn every_tool_schema_uses_only_keywords_the_validator_understands() {
+        let mut found = Vec::new();
+        let tools = crate::tools::all_tools();
+        assert!(tools.len() >= 21 + 11, "{} tools", tools.len());
+        for def in &tools {
+            let schema = Value::Object((*def.tool.input_schema).clone());
+            unknown_keywords(&schema, &def.tool.name, &mut found);
+        }
+        assert!(found.is_empty(), "unenforced schema keywords: {found:#?}");
     }
 }

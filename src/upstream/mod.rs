@@ -325,7 +325,8 @@ fn interpret(status: StatusCode, text: &str) -> Result<Value, UpstreamError> {
     })
 }
 
-/// Exponential backoff with full jitter: up to 200 ms, 400 ms, 800 ms … capped at 3 s.
+/// Exponential backoff with equal jitter: between half and all of 200 ms, 400 ms, 800 ms …,
+/// capped at 3 s.
 fn backoff(attempt: u32) -> Duration {
     let cap = (200u64 << attempt.min(4)).min(3000);
     Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
