@@ -307,6 +307,22 @@ pub struct ServerArgs {
         value_name = "N"
     )]
     pub max_concurrent_diagnoses: Option<usize>,
+    /// Seconds a client has to send a request's headers, and then its body
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_HEADER_READ_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub header_read_timeout: Option<u64>,
+    /// Close a connection with no request in flight for this many seconds
+    #[arg(
+        global = true,
+        long,
+        env = "SYSOM_MCP_CONNECTION_IDLE_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub connection_idle_timeout: Option<u64>,
 
     /// PEM certificate chain: serve HTTPS (HTTP/2 via ALPN)
     #[arg(

@@ -14,6 +14,9 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 pub const MAX_SESSIONS: usize = 1000;
 pub const SESSION_IDLE_TIMEOUT_SECS: u64 = 1800;
 pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+/// hyper's own default for HTTP/1 headers.
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
+pub const CONNECTION_IDLE_TIMEOUT_SECS: u64 = 120;
 /// Per principal; 0 = unlimited.
 pub const CALLS_PER_MINUTE: usize = 0;
 /// Per principal; 0 = unlimited.
@@ -48,6 +51,8 @@ pub const IDLE_TIMEOUT_SECS_RANGE: RangeInclusive<u64> = 0..=30 * DAY;
 pub const SHUTDOWN_GRACE_SECS_RANGE: RangeInclusive<u64> = 0..=HOUR;
 pub const SSE_KEEP_ALIVE_SECS_RANGE: RangeInclusive<u64> = 1..=HOUR;
 pub const SESSION_IDLE_TIMEOUT_SECS_RANGE: RangeInclusive<u64> = 1..=30 * DAY;
+pub const HEADER_READ_TIMEOUT_SECS_RANGE: RangeInclusive<u64> = 1..=HOUR;
+pub const CONNECTION_IDLE_TIMEOUT_SECS_RANGE: RangeInclusive<u64> = 1..=DAY;
 /// Upstream timeouts, in milliseconds: at least 1 ms, at most an hour.
 pub const UPSTREAM_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1..=HOUR * 1000;
 pub const MAX_RETRIES_RANGE: RangeInclusive<u32> = 0..=10;
@@ -74,6 +79,11 @@ pub fn help_defaults() -> Vec<(&'static str, String)> {
             SESSION_IDLE_TIMEOUT_SECS.to_string(),
         ),
         ("max_connections_per_ip", MAX_CONNECTIONS_PER_IP.to_string()),
+        ("header_read_timeout", HEADER_READ_TIMEOUT_SECS.to_string()),
+        (
+            "connection_idle_timeout",
+            CONNECTION_IDLE_TIMEOUT_SECS.to_string(),
+        ),
         (
             "max_calls_per_minute",
             format!("{CALLS_PER_MINUTE} = unlimited"),

@@ -80,6 +80,8 @@ pub struct LimitsSection {
     pub max_connections_per_ip: Option<usize>,
     pub calls_per_minute: Option<usize>,
     pub concurrent_diagnoses: Option<usize>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub connection_idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

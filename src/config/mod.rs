@@ -145,6 +145,11 @@ pub struct LimitSettings {
     pub calls_per_minute: usize,
     /// Concurrent diagnoses per principal (0 = unlimited).
     pub concurrent_diagnoses: usize,
+    /// A client must send a request's headers (and then its body) within this; on HTTP/1.1 it
+    /// also bounds a keep-alive connection's wait for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2 included).
+    pub connection_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -515,6 +520,24 @@ pub fn resolve(
             file.limits.concurrent_diagnoses,
             defaults::CONCURRENT_DIAGNOSES,
         ),
+        header_read_timeout: Duration::from_secs(bounded(
+            "limits.header_read_timeout_secs",
+            pick(
+                args.header_read_timeout,
+                file.limits.header_read_timeout_secs,
+                defaults::HEADER_READ_TIMEOUT_SECS,
+            ),
+            defaults::HEADER_READ_TIMEOUT_SECS_RANGE,
+        )?),
+        connection_idle_timeout: Duration::from_secs(bounded(
+            "limits.connection_idle_timeout_secs",
+            pick(
+                args.connection_idle_timeout,
+                file.limits.connection_idle_timeout_secs,
+                defaults::CONNECTION_IDLE_TIMEOUT_SECS,
+            ),
+            defaults::CONNECTION_IDLE_TIMEOUT_SECS_RANGE,
+        )?),
     };
     if limits.max_sessions == 0 {
         return Err(invalid("limits.max_sessions", "must be at least 1"));

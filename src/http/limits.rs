@@ -1,6 +1,6 @@
-//! Connection and session limits: per-client-IP connection counts, MCP POSTs in flight (what a
-//! shutdown drains), and the session cap, taken as a reservation so that concurrent opens
-//! cannot exceed it.
+//! Connection and session limits: per-client-IP connection counts, the total connection cap
+//! that keeps descriptors in reserve, MCP POSTs in flight (what a shutdown drains), and the
+//! session cap, taken as a reservation so that concurrent opens cannot exceed it.
 
 use std::{
     collections::HashMap,
@@ -14,6 +14,25 @@ use std::{
 use http::{Response, StatusCode};
 
 use super::{Body, router};
+
+/// Descriptors kept free of client connections (for upstream requests, the journal, reloads):
+/// a quarter of the limit, at least this many.
+const FD_RESERVE_MIN: u64 = 32;
+
+/// The most client connections the descriptor limit (`RLIMIT_NOFILE`) leaves room for.
+pub(crate) fn connection_budget() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    budget_for(soft)
+}
+
+fn budget_for(nofile: u64) -> usize {
+    let reserve = (nofile / 4).max(FD_RESERVE_MIN);
+    usize::try_from(nofile.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
 
 /// Open connections, per client address and in total, and MCP POSTs without a response yet.
 #[derive(Default)]
@@ -43,24 +62,44 @@ impl Counters {
     }
 
     /// Registers a connection from `ip`; `None` when that client is over `limit`.
+    #[cfg(test)]
     pub(crate) fn connection_opened(
         self: &Arc<Self>,
         ip: Option<IpAddr>,
         limit: usize,
     ) -> Option<ConnectionGuard> {
+        self.try_connection_opened(ip, limit, usize::MAX).ok()
+    }
+
+    fn count(self: &Arc<Self>, ip: Option<IpAddr>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            counters: self.clone(),
+            ip,
+        }
+    }
+
+    /// Registers a connection from `ip` unless the server holds `total` connections already
+    /// ([`OverLimit::Total`]: close it unanswered) or that client holds `per_ip`.
+    pub(crate) fn try_connection_opened(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        per_ip: usize,
+        total: usize,
+    ) -> Result<ConnectionGuard, OverLimit> {
+        if self.connections.load(Ordering::Relaxed) >= total {
+            return Err(OverLimit::Total);
+        }
         if let Some(ip) = ip {
             let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(ip).or_default();
-            if *n >= limit {
-                return None;
+            if *n >= per_ip {
+                // Counted in the total (it holds a descriptor) but not against its client.
+                return Err(OverLimit::PerIp(self.count(None)));
             }
             *n += 1;
         }
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        Some(ConnectionGuard {
-            counters: self.clone(),
-            ip,
-        })
+        Ok(self.count(ip))
     }
 
     /// Reserves room for one new session, or `None` when `open` (the sessions that exist)
@@ -80,6 +119,24 @@ impl Counters {
         }
         *opening += 1;
         Some(SessionSlot(self))
+    }
+}
+
+/// Why a connection was not registered.
+pub(crate) enum OverLimit {
+    /// Its client has the most connections it may have: answer 429, then close (the guard
+    /// counts it in the total meanwhile).
+    PerIp(ConnectionGuard),
+    /// The server has as many connections as its descriptors allow: close at once.
+    Total,
+}
+
+impl std::fmt::Debug for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PerIp(_) => "PerIp",
+            Self::Total => "Total",
+        })
     }
 }
 
@@ -167,9 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_budget_keeps_a_quarter_of_the_descriptors() {
+        assert_eq!(budget_for(1024), 768);
+        assert_eq!(budget_for(16384), 12288);
+        assert_eq!(budget_for(64), 32);
+        assert_eq!(budget_for(8), 1);
+    }
+
+    #[test]
+    fn total_connection_cap() {
+        let counters = Arc::new(Counters::default());
+        let a = counters.try_connection_opened(None, 10, 2).unwrap();
+        let _b = counters.try_connection_opened(None, 10, 2).unwrap();
+        assert!(matches!(
+            counters.try_connection_opened(None, 10, 2),
+            Err(OverLimit::Total)
+        ));
+        drop(a);
+        assert!(counters.try_connection_opened(None, 10, 2).is_ok());
+    }
+
+    #[test]
     fn per_ip_connection_limit() {
         let counters = Arc::new(Counters::default());
         let ip: IpAddr = [192, 0, 2, 1].into();
+        let over = counters.try_connection_opened(Some(ip), 0, 10);
+        assert!(matches!(over, Err(OverLimit::PerIp(_))));
+        assert_eq!(counters.open_connections(), 1, "counted in the total");
+        drop(over);
         let first = counters.connection_opened(Some(ip), 1);
         assert!(first.is_some());
         assert!(counters.connection_opened(Some(ip), 1).is_none());

@@ -4,6 +4,7 @@
 //! accepting and draining is `serve`, limits are `limits`, rmcp's wire quirks `rmcp_compat`.
 
 pub(crate) mod access;
+pub(crate) mod idle;
 pub(crate) mod legacy_sse;
 pub(crate) mod limits;
 pub(crate) mod rmcp_compat;

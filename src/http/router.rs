@@ -450,7 +450,13 @@ struct ReadBody {
     _permit: Option<tokio::sync::SemaphorePermit<'static>>,
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<ReadBody, Response<Body>> {
+async fn read_body(
+    state: &State,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<ReadBody, Response<Body>> {
+    // The body has as long to arrive as the headers had: a slow upload holds no permit for ever.
+    let deadline = state.config.load().limits.header_read_timeout;
     let (parts, body) = req.into_parts();
     let declared = http_body::Body::size_hint(&body).exact();
     let permit = if declared.is_none_or(|n| n > LARGE_BODY_BYTES) {
@@ -463,7 +469,15 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<ReadBody, Res
     } else {
         None
     };
-    match Limited::new(body, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await
+    else {
+        return Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            &format!("the request body did not arrive within {deadline:?}"),
+        ));
+    };
+    match collected {
         Ok(collected) => {
             let bytes = collected.to_bytes();
             match json_limits::check(&bytes, &json_limits::MESSAGE_LIMITS) {
@@ -519,7 +533,7 @@ async fn legacy_post(
             "sessionId query parameter is required",
         );
     };
-    let read = match read_body(req, limit).await {
+    let read = match read_body(state, req, limit).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -630,7 +644,7 @@ async fn mcp(
                 mut parts,
                 bytes: body,
                 _permit,
-            } = match read_body(req, limit).await {
+            } = match read_body(state, req, limit).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };

@@ -1,17 +1,26 @@
 //! The accept side: listening sockets, the accept loop with the TLS handshake, one hyper
 //! connection per client, and the drain on shutdown.
+//!
+//! One peer cannot hold connections for ever: hyper's `header_read_timeout` bounds slow
+//! HTTP/1 headers (and a keep-alive connection's wait for its next request), [`idle`] closes a
+//! connection that sends no request in time or has none in flight for the idle timeout (the
+//! first bytes and HTTP/2 have no deadline in hyper), a connection over its client's limit is
+//! answered 429 and closed, and past the descriptor budget ([`limits::connection_budget`]) a
+//! connection is closed unanswered. A spare descriptor is held so that when `accept` fails
+//! for want of one (EMFILE), the waiting connection is accepted and closed instead of spinning
+//! on it.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::Request;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use super::{State, limits, router};
+use super::{State, idle, limits, router};
 use crate::metrics;
 
 /// A socket to serve on.
@@ -47,39 +56,132 @@ pub fn loopback_only(listeners: &[Listener]) -> bool {
     })
 }
 
-/// Serves one accepted connection (after TLS, if any) until it ends or the server drains.
+/// How long a connection over its client's limit may take to be answered 429 before it is
+/// closed.
+const OVER_LIMIT_GRACE: Duration = Duration::from_secs(2);
+/// HTTP/2 pings find peers that vanished while a stream was open.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves one accepted connection (after TLS, if any) until it ends, goes idle or the server
+/// drains. `over_limit`: its client has too many connections; it only gets a 429.
 fn serve_connection<S>(
     state: &Arc<State>,
     graceful: &GracefulShutdown,
     stream: S,
     peer: Option<SocketAddr>,
+    guard: limits::ConnectionGuard,
+    over_limit: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limit = state.config.load().limits.max_connections_per_ip;
-    let guard = state
-        .counters
-        .connection_opened(peer.map(|p| p.ip()), limit);
+    let (header_timeout, idle_timeout) = {
+        let config = state.config.load();
+        (
+            config.limits.header_read_timeout,
+            config.limits.connection_idle_timeout,
+        )
+    };
+    let activity = idle::Activity::new();
     let st = state.clone();
-    let over_limit = guard.is_none();
+    let act = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let st = st.clone();
+        let in_flight = act.request();
         async move {
-            if over_limit {
-                return Ok::<_, Infallible>(limits::too_many_connections());
-            }
-            Ok(router::handle(st, peer, req).await)
+            let resp = if over_limit {
+                limits::too_many_connections()
+            } else {
+                router::handle(st, peer, req).await
+            };
+            Ok::<_, Infallible>(in_flight.until_sent(resp))
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(!over_limit);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let conn = graceful.watch(conn.into_owned());
+    let first = if over_limit {
+        header_timeout.min(OVER_LIMIT_GRACE)
+    } else {
+        header_timeout
+    };
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            ended = conn => if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            },
+            () = activity.expired(first, idle_timeout) => {
+                tracing::debug!(?peer, "closing an idle connection");
+            }
+            () = over_limit_deadline(over_limit) => {
+                tracing::debug!(?peer, "closing a connection over its client's limit");
+            }
         }
         drop(guard);
     });
+}
+
+async fn over_limit_deadline(over_limit: bool) {
+    if over_limit {
+        tokio::time::sleep(OVER_LIMIT_GRACE).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Registers a connection against the limits; `None` if it is to be closed unanswered.
+fn admit(
+    state: &State,
+    peer: Option<SocketAddr>,
+    budget: usize,
+) -> Option<(limits::ConnectionGuard, bool)> {
+    let per_ip = state.config.load().limits.max_connections_per_ip;
+    match state
+        .counters
+        .try_connection_opened(peer.map(|p| p.ip()), per_ip, budget)
+    {
+        Ok(guard) => Some((guard, false)),
+        Err(limits::OverLimit::PerIp(guard)) => Some((guard, true)),
+        Err(limits::OverLimit::Total) => None,
+    }
+}
+
+/// A descriptor held in reserve for accepting (and closing) a connection when the process has
+/// none left.
+struct SpareFd(Option<std::fs::File>);
+
+impl SpareFd {
+    fn new() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Frees the spare so that one `accept` can succeed; `false` if there was none.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno) if libc_errno == nix::libc::EMFILE || libc_errno == nix::libc::ENFILE
+    )
 }
 
 /// Accepts on `listener` until `stop` fires.
@@ -88,7 +190,20 @@ async fn accept_loop(
     listener: Listener,
     graceful: Arc<GracefulShutdown>,
     stop: CancellationToken,
+    budget: usize,
 ) {
+    let mut spare = SpareFd::new();
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut warn = |message: &str, e: Option<&std::io::Error>| {
+        // At most one warning every ten seconds: a flood must not flood the journal too.
+        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            last_warning = Some(tokio::time::Instant::now());
+            match e {
+                Some(e) => tracing::warn!(error = %e, budget, "{message}"),
+                None => tracing::warn!(budget, "{message}"),
+            }
+        }
+    };
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -96,12 +211,28 @@ async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) if out_of_descriptors(&e) && spare.release() => {
+                // Take the waiting connection with the spare descriptor and close it, so that
+                // it neither waits in the queue nor makes every accept fail again at once.
+                warn("out of file descriptors; closing new connections", Some(&e));
+                drop(accept(&listener).await);
+                spare.restore();
                 continue;
             }
+            Err(e) => {
+                // EMFILE without a spare, and friends: back off instead of spinning.
+                warn("accept failed", Some(&e));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                spare.restore();
+                continue;
+            }
+        };
+        let Some((guard, over_limit)) = admit(&state, peer, budget) else {
+            warn(
+                "connection limit reached (descriptor budget); closing new connections",
+                None,
+            );
+            continue;
         };
         let tls = state.tls.load_full();
         match (&*tls, stream) {
@@ -109,17 +240,23 @@ async fn accept_loop(
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 let graceful = graceful.clone();
+                let handshake = state.config.load().limits.header_read_timeout;
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls_stream)) => serve_connection(&state, &graceful, tls_stream, peer),
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(&state, &graceful, tls_stream, peer, guard, over_limit)
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 });
             }
-            (_, Accepted::Tcp(tcp)) => serve_connection(&state, &graceful, tcp, peer),
-            (_, Accepted::Unix(unix)) => serve_connection(&state, &graceful, unix, None),
+            (_, Accepted::Tcp(tcp)) => {
+                serve_connection(&state, &graceful, tcp, peer, guard, over_limit)
+            }
+            (_, Accepted::Unix(unix)) => {
+                serve_connection(&state, &graceful, unix, None, guard, over_limit)
+            }
         }
     }
 }
@@ -153,6 +290,8 @@ pub async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let accepting = CancellationToken::new();
+    let budget = limits::connection_budget();
+    tracing::debug!(budget, "connection budget from the descriptor limit");
     let mut loops = Vec::new();
     for listener in listeners {
         loops.push(tokio::spawn(accept_loop(
@@ -160,6 +299,7 @@ pub async fn serve(
             listener,
             graceful.clone(),
             accepting.clone(),
+            budget,
         )));
     }
     stop.cancelled().await;

@@ -41,7 +41,7 @@ class Server:
 
     def __init__(self, env: dict[str, str], args: list[str] | None = None, *, host: str = "127.0.0.1",
                  tls_ca: Path | None = None, mode: str = "--sse", config: Path | None = None,
-                 wait: bool = True, stderr_path: Path | None = None):
+                 wait: bool = True, stderr_path: Path | None = None, nofile: int | None = None):
         self.port = free_port()
         self.host = host
         self.tls_ca = tls_ca
@@ -64,8 +64,13 @@ class Server:
         self.stderr_path = stderr_path
         self.argv = [mode, "--host", host, "--port", str(self.port), "--config", str(config), *(args or [])]
         self._err = open(stderr_path, "wb")  # noqa: SIM115
+        def limit_fds():  # runs in the child: a descriptor limit of `nofile`
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen([str(binary_path()), *self.argv], env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err, cwd=str(harness.REPO_ROOT))
+                                     stdout=subprocess.DEVNULL, stderr=self._err, cwd=str(harness.REPO_ROOT),
+                                     preexec_fn=limit_fds if nofile else None)
         # Clients always connect through loopback, whatever the bind address.
         self.base = f"{self.scheme}://127.0.0.1:{self.port}"
         self.url = self.base + MCP_PATH
