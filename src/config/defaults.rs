@@ -60,7 +60,9 @@ pub const MAX_RETRIES_RANGE: RangeInclusive<u32> = 0..=10;
 pub const DIAGNOSIS_TIMEOUT_SECS_RANGE: RangeInclusive<u64> = 1..=DAY;
 pub const POLL_INTERVAL_MS_RANGE: RangeInclusive<u64> = 10..=HOUR * 1000;
 pub const DETACH_GRACE_SECS_RANGE: RangeInclusive<u64> = 0..=DAY;
-pub const MIN_BODY_BYTES: usize = 1024;
+/// Request and upstream response bodies: at least 1 KiB, at most 1 GiB (the unit's
+/// MemoryMax= is 256M; a larger cap could only be reached by running out of memory).
+pub const BODY_BYTES_RANGE: RangeInclusive<usize> = 1024..=1 << 30;
 
 /// `(argument id, default as shown)` for every flag whose default is applied by `resolve`,
 /// appended to the flag's help as `[default: …]`.

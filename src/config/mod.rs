@@ -446,18 +446,16 @@ pub fn resolve(
             ),
             defaults::SSE_KEEP_ALIVE_SECS_RANGE,
         )?),
-        max_body_bytes: pick(
-            args.max_body_bytes,
-            file.server.max_body_bytes,
-            defaults::MAX_BODY_BYTES,
-        ),
-    };
-    if server.max_body_bytes < defaults::MIN_BODY_BYTES {
-        return Err(invalid(
+        max_body_bytes: bounded(
             "server.max_body_bytes",
-            format!("must be at least {}", defaults::MIN_BODY_BYTES),
-        ));
-    }
+            pick(
+                args.max_body_bytes,
+                file.server.max_body_bytes,
+                defaults::MAX_BODY_BYTES,
+            ),
+            defaults::BODY_BYTES_RANGE,
+        )?,
+    };
 
     let auth = AuthSettings {
         token_files: pick_list(&args.token_file, file.auth.token_files),
@@ -596,11 +594,15 @@ pub fn resolve(
             ),
             defaults::UPSTREAM_TIMEOUT_MS_RANGE,
         )?),
-        max_response_bytes: pick(
-            args.max_response_bytes,
-            file.upstream.max_response_bytes,
-            defaults::MAX_RESPONSE_BYTES,
-        ),
+        max_response_bytes: bounded(
+            "upstream.max_response_bytes",
+            pick(
+                args.max_response_bytes,
+                file.upstream.max_response_bytes,
+                defaults::MAX_RESPONSE_BYTES,
+            ),
+            defaults::BODY_BYTES_RANGE,
+        )?,
         max_retries: bounded(
             "upstream.max_retries",
             pick(
@@ -616,12 +618,6 @@ pub fn resolve(
             defaults::MAX_REQUESTS_PER_SECOND,
         ),
     };
-    if upstream.max_response_bytes < defaults::MIN_BODY_BYTES {
-        return Err(invalid(
-            "upstream.max_response_bytes",
-            format!("must be at least {}", defaults::MIN_BODY_BYTES),
-        ));
-    }
 
     let diagnosis = DiagnosisSettings {
         timeout: Duration::from_secs(bounded(
