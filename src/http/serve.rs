@@ -325,8 +325,16 @@ pub async fn serve(
     if metrics::running_tool_calls() > 0 {
         tracing::warn!(
             running = metrics::running_tool_calls(),
-            "grace period over; cancelling tool calls"
+            "grace period over; answering the running tool calls with 'server shutting down'"
         );
+        // Their error answers go out through the normal response path; give them a moment
+        // (bounded) before the transports close.
+        crate::tools::shutdown::grace_over();
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while busy() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     state.shutdown.cancel();
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());

@@ -16,6 +16,7 @@ pub mod envelope;
 pub(crate) mod malformed;
 pub mod poll;
 mod schema;
+pub(crate) mod shutdown;
 mod tasks;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
@@ -735,14 +736,28 @@ impl ServerHandler for SysomServer {
         let deadline = services.call_deadline();
         let outcome = (def.run)(services, args, ctx);
         let (result, upstream_request_id) = match outcome {
-            Ok(fut) => match tokio::time::timeout(deadline, upstream::with_request_id(fut)).await {
-                Ok((envelope, id)) => (Ok(envelope), id),
-                Err(_) => (
-                    Err(format!(
-                        "the tool call did not finish within {deadline:?} and was abandoned"
-                    )),
-                    None,
-                ),
+            Ok(fut) => tokio::select! {
+                finished = tokio::time::timeout(deadline, upstream::with_request_id(fut)) => {
+                    match finished {
+                        Ok((envelope, id)) => (Ok(envelope), id),
+                        Err(_) => (
+                            Err(format!(
+                                "the tool call did not finish within {deadline:?} and was abandoned"
+                            )),
+                            None,
+                        ),
+                    }
+                }
+                () = shutdown::cut_off() => {
+                    record.duration_ms = started.elapsed().as_millis() as u64;
+                    record.outcome = "ShuttingDown".into();
+                    record.message = format!(
+                        "tool call {} cut off by the shutdown",
+                        def.tool.name
+                    );
+                    record.emit();
+                    return Err(shutdown::error());
+                }
             },
             Err(message) => (Err(message), None),
         };
