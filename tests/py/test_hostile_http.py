@@ -88,7 +88,9 @@ def test_legacy_sse_client_that_never_reads_is_pushed_back_then_dropped(start):
                                    body={"jsonrpc": "2.0", "id": 99999, "method": "ping"})
         if status in (404, 410):
             break
-        assert status in (429, 503), status
+        # Until it is dropped, a message may still be refused or, once the queue has room
+        # again, accepted; what must not happen is that the session lives on forever.
+        assert status in (202, 429, 503), status
         __import__("time").sleep(0.5)
     assert status in (404, 410), "the unread session was never dropped"
     stream.close()
