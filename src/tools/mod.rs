@@ -131,7 +131,8 @@ impl Services {
             crate::credentials::credentials_dir(&config::process_env).as_deref(),
             |label| provider.derive_key(label),
         )?;
-        let http = upstream::build_http(&config.upstream);
+        let http = upstream::LazyHttp::new(&config.upstream);
+        http.warm_up();
         let client = upstream::Client::new(
             http,
             config.endpoint.clone(),

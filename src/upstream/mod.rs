@@ -133,7 +133,7 @@ pub fn note_request_id(id: Option<String>) {
 /// The shared client. Clone freely: clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: LazyHttp,
     endpoint: Url,
     credentials: Arc<Provider>,
     settings: UpstreamSettings,
@@ -155,9 +155,41 @@ pub fn build_http(settings: &UpstreamSettings) -> reqwest::Client {
         .expect("the TLS backend initialises")
 }
 
+/// The HTTPS client, built off the start-up path: reading the system CA store (hundreds of
+/// certificates on RHEL-family hosts) would otherwise delay readiness. [`LazyHttp::warm_up`]
+/// builds it on a thread of its own at start; a call that comes first builds it itself.
+#[derive(Clone)]
+pub struct LazyHttp {
+    settings: UpstreamSettings,
+    cell: Arc<std::sync::OnceLock<reqwest::Client>>,
+}
+
+impl LazyHttp {
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            cell: Arc::default(),
+        }
+    }
+
+    pub fn get(&self) -> &reqwest::Client {
+        self.cell.get_or_init(|| build_http(&self.settings))
+    }
+
+    /// Builds the client in the background (no-op once built).
+    pub fn warm_up(&self) {
+        let lazy = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("sysom-https-init".into())
+            .spawn(move || {
+                lazy.get();
+            });
+    }
+}
+
 impl Client {
     pub fn new(
-        http: reqwest::Client,
+        http: LazyHttp,
         endpoint: Url,
         credentials: Arc<Provider>,
         settings: UpstreamSettings,
@@ -222,7 +254,7 @@ impl Client {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<Value, UpstreamError> {
-        let key = self.credentials.get(&self.http).await?;
+        let key = self.credentials.get(self.http.get()).await?;
         self.ceiling.admit().await;
         let request = SignedRequest {
             action: op.action,
@@ -236,7 +268,7 @@ impl Client {
         let sent = tokio::time::timeout(
             self.settings.request_timeout,
             request.send(
-                &self.http,
+                self.http.get(),
                 &self.endpoint,
                 &key,
                 self.settings.max_response_bytes,
