@@ -28,10 +28,33 @@ const MCP_METHODS: [&str; 13] = [
     "logging/setLevel",
 ];
 
+/// The methods the 2026-07-28 revision removed (SEP-2575).
+const REMOVED_IN_2026_07_28: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Whether the 2026-07-28 revision removed `method` (a request of that revision for it is
+/// "method not found", whatever its params).
+pub(crate) fn removed_in_stateless_revision(method: &str) -> bool {
+    REMOVED_IN_2026_07_28.contains(&method)
+}
+
 /// The -32602 answer for a request of an MCP `method` that rmcp could not parse as that method
 /// (so its params are wrong), or `None` for a method MCP does not define.
 pub(crate) fn invalid_params(method: &str, params: Option<&Value>) -> Option<ErrorData> {
     if !MCP_METHODS.contains(&method) {
+        return None;
+    }
+    // A request of the 2026-07-28 (stateless) revision names its version in `_meta`; that
+    // revision removed these methods, so it gets "method not found" (404), not "invalid params".
+    let stateless_era = params
+        .and_then(|p| p.pointer("/_meta/io.modelcontextprotocol~1protocolVersion"))
+        .is_some();
+    if stateless_era && removed_in_stateless_revision(method) {
         return None;
     }
     let why = match (method, params) {
@@ -62,6 +85,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn methods_the_stateless_revision_removed_are_not_found_there() {
+        let meta = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
+        for method in REMOVED_IN_2026_07_28 {
+            assert!(invalid_params(method, Some(&meta)).is_none(), "{method}");
+            assert!(
+                invalid_params(method, Some(&json!({}))).is_some(),
+                "{method}"
+            );
+        }
+        assert!(invalid_params("tools/call", Some(&meta)).is_some());
+    }
 
     #[test]
     fn known_methods_with_bad_params_are_invalid_params() {

@@ -628,12 +628,24 @@ impl ServerHandler for SysomServer {
     async fn on_custom_request(
         &self,
         request: CustomRequest,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, ErrorData> {
+        // rmcp moves `_meta` into the context: a 2026-07-28 request names its version there.
+        let not_found = || {
+            ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("Method not found: {}", request.method),
+                None,
+            )
+        };
+        if context.meta.protocol_version().is_some()
+            && malformed::removed_in_stateless_revision(&request.method)
+        {
+            return Err(not_found());
+        }
         Err(
-            malformed::invalid_params(&request.method, request.params.as_ref()).unwrap_or_else(
-                || ErrorData::new(ErrorCode::METHOD_NOT_FOUND, request.method, None),
-            ),
+            malformed::invalid_params(&request.method, request.params.as_ref())
+                .unwrap_or_else(not_found),
         )
     }
 
