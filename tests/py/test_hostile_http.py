@@ -71,30 +71,28 @@ def test_legacy_sse_client_that_never_reads_is_pushed_back_then_dropped(start):
     srv.request("POST", endpoint, body={"jsonrpc": "2.0", "method": "notifications/initialized"},
                 headers=headers)
     before = peak_rss_mb(srv.proc.pid)
+    # Keep asking for tools/list (tens of KiB each) with fresh ids. The server refuses once 64
+    # answers are unwritten (429) — at first that may only mean it is busy — and, once the
+    # socket buffers are full and a write has been stuck for its grace time, drops the session
+    # (404/410). How soon the buffers fill depends on the kernel, so keep going until then.
+    import time
     statuses = []
-    for i in range(1, 20000):  # small answers fit the socket buffers for a while
+    deadline = time.monotonic() + 90
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
         status, _, _ = srv.request("POST", endpoint, headers=headers,
                                    body={"jsonrpc": "2.0", "id": i, "method": "tools/list"})
         statuses.append(status)
-        if status not in (202,):
-            break
-    assert statuses[-1] in (429, 503), statuses[-5:]
-    grown = peak_rss_mb(srv.proc.pid) - before
-    assert grown < 64, f"peak RSS grew by {grown:.0f} MB for one unread session"
-    # Still refusing, then the session is dropped: its endpoint is gone.
-    deadline = __import__("time").monotonic() + 60
-    ping_id = 100000
-    while __import__("time").monotonic() < deadline:
-        ping_id += 1  # an id still in flight would be refused as a duplicate (400)
-        status, _, _ = srv.request("POST", endpoint, headers=headers,
-                                   body={"jsonrpc": "2.0", "id": ping_id, "method": "ping"})
         if status in (404, 410):
             break
-        # Until it is dropped, a message may still be refused or, once the queue has room
-        # again, accepted; what must not happen is that the session lives on forever.
-        assert status in (202, 429, 503), status
-        __import__("time").sleep(0.5)
-    assert status in (404, 410), "the unread session was never dropped"
+        assert status in (202, 429, 503), (status, statuses[-5:])
+        if status != 202:
+            time.sleep(0.2)
+    assert statuses[-1] in (404, 410), f"the unread session was never dropped ({len(statuses)} posts)"
+    assert 429 in statuses or 503 in statuses, "never pushed back before the drop"
+    grown = peak_rss_mb(srv.proc.pid) - before
+    assert grown < 64, f"peak RSS grew by {grown:.0f} MB for one unread session"
     stream.close()
     # The server still serves others.
     assert srv.request("GET", "/healthz")[0] == 200
