@@ -21,7 +21,7 @@ fn server() -> SysomServer {
         ..Default::default()
     };
     let cfg = config::load(&args, &|_| None).expect("defaults are valid");
-    SysomServer::new(Services::from_config(&cfg, None))
+    SysomServer::new(Services::from_config(&cfg, None).expect("services build from defaults"))
 }
 
 fuzz_target!(|data: &[u8]| {
