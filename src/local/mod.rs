@@ -272,10 +272,17 @@ const COMMON: &str = " Runs on this host, from kernel interfaces (no cloud accou
 read-only. Answers code/message/data with result.findings (severity, title, detail with the numbers), \
 result.figures (raw figures) and result.next_steps.";
 
-/// A description with the common trailer. Leaked once at startup: tool declarations take
-/// `&'static str`, and the tool table lives as long as the process.
-fn desc(s: &str) -> &'static str {
-    Box::leak(format!("{s}{COMMON}").into_boxed_str())
+/// A description with the common trailer. Tool declarations take `&'static str`, so each one
+/// is leaked, but once per process: the table is built again for every server (the fuzz
+/// targets build one per input), and the cache keeps that from growing.
+fn desc(s: &'static str) -> &'static str {
+    use std::{collections::HashMap, sync::Mutex};
+    static DESCRIPTIONS: Mutex<Option<HashMap<&'static str, &'static str>>> = Mutex::new(None);
+    let mut cache = DESCRIPTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .get_or_insert_with(HashMap::new)
+        .entry(s)
+        .or_insert_with(|| Box::leak(format!("{s}{COMMON}").into_boxed_str()))
 }
 
 /// The local tools.
