@@ -122,35 +122,5 @@ def test_sessionless_bad_initialize_is_invalid_params(start, params):
     assert "mcp-session-id" not in headers
 
 
-# ------------------------------------------------------------------ item 14: the end of the grace
-
-def test_a_call_running_when_the_grace_ends_gets_a_jsonrpc_error(start, mock):
-    import signal
-    import threading
-    mock.scenario(diagnosis={"final": "never"})
-    env = harness.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="60")
-    srv = start(["--shutdown-grace", "1"], env=env)
-    result: dict = {}
-
-    def call():
-        body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-                "params": {"name": "memgraph", "arguments": {"uid": harness.UID, "region": "cn-hangzhou", "channel": "ecs",
-                                                        "instance": harness.INSTANCE}}}
-        try:
-            result["response"] = srv.request("POST", MCP_PATH, body=body,
-                                             headers={"Content-Type": "application/json"}, timeout=20)
-        except Exception as e:  # noqa: BLE001
-            result["error"] = e
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    mock.wait_for(lambda reqs: sum(r["action"] == "GetDiagnosisResult" for r in reqs) >= 1, timeout=10)
-    srv.signal(signal.SIGTERM)
-    assert srv.proc.wait(timeout=8) == 0, srv.stderr()
-    worker.join(5)
-    assert "response" in result, result
-    status, headers, body = result["response"]
-    answer = jsonrpc_answer(headers, body)
-    assert answer.get("id") == 9, (status, body)
-    assert answer["error"]["code"] == -32000, answer
-    assert "shutting down" in answer["error"]["message"], answer
+# Item 14 (a call running when the grace ends gets a JSON-RPC error) is asserted in
+# test_http_limits.py::test_sigterm_answers_calls_running_at_the_end_of_the_grace.

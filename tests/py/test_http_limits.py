@@ -11,6 +11,7 @@ import time
 import pytest
 
 import harness
+import http_support
 from harness import INSTANCE, UID, payload
 from http_support import (  # noqa: F401
     INITIALIZE, MCP_PATH, TOOLS_LIST, RawSse, mcp_session, post_json_headers, read_until_closed, start,
@@ -184,7 +185,7 @@ def test_sigterm_lets_running_call_finish_and_exits_0(start, mock):
         stream.close()
 
 
-def test_sigterm_cancels_calls_after_grace(start, mock):
+def test_sigterm_answers_calls_running_at_the_end_of_the_grace(start, mock):
     mock.scenario(diagnosis={"final": "never"})
     env = harness.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="60")
     srv = start(["--shutdown-grace", "1"], env=env)
@@ -207,6 +208,13 @@ def test_sigterm_cancels_calls_after_grace(start, mock):
     assert time.monotonic() - sent < 1 + 5
     worker.join(5)
     assert not worker.is_alive()
+    # The call still running when the grace ended got a JSON-RPC error, not a dropped answer.
+    assert "response" in result, result
+    status, headers, body = result["response"]
+    answer = http_support.jsonrpc_answer(headers, body)
+    assert answer.get("id") == 9, (status, body)
+    assert answer["error"]["code"] == -32000, answer
+    assert "shutting down" in answer["error"]["message"], answer
 
 
 @pytest.mark.anyio
