@@ -71,6 +71,11 @@ pub struct State {
     owners: Mutex<HashMap<String, String>>,
 }
 
+/// The `Mcp-Session-Id` header of a request or response, if it is text.
+fn session_id(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
+}
+
 fn streamable_config(
     config: &Config,
     shutdown: &CancellationToken,
@@ -242,13 +247,9 @@ impl State {
         B::Data: Send,
         B::Error: std::fmt::Display,
     {
-        let session_id = req
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let requested = session_id(req.headers()).map(str::to_string);
         // Another principal's session does not exist, as far as this caller can tell.
-        if let Some(id) = &session_id
+        if let Some(id) = &requested
             && !self.owns_session(id, principal)
         {
             crate::audit::Record::refusal(
@@ -273,11 +274,7 @@ impl State {
             None
         };
         // A session stays with the manager that created it; a new one goes by its version.
-        let primed = match req
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
+        let primed = match &requested {
             Some(id) => !rmcp_compat::has_session(&self.sessions_unprimed, id).await,
             None => rmcp_compat::wants_priming(&req),
         };
@@ -290,12 +287,7 @@ impl State {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
-        if creates_session
-            && let Some(id) = resp
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-        {
+        if creates_session && let Some(id) = session_id(resp.headers()) {
             self.record_owner(id, principal).await;
         }
         resp
@@ -309,11 +301,7 @@ impl State {
         B::Data: Send,
         B::Error: std::fmt::Display,
     {
-        let id = req
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let id = session_id(req.headers()).unwrap_or("");
         if !rmcp_compat::has_session(&self.sessions, id).await
             && !rmcp_compat::has_session(&self.sessions_unprimed, id).await
         {
