@@ -88,7 +88,8 @@ pub struct IoFigures {
     pub window_s: f64,
     pub devices: Vec<DeviceIo>,
     /// Processes by bytes read + written in the window (/proc/PID/io: bytes that reached the
-    /// block layer, so page-cache hits are not counted).
+    /// block layer, so page-cache hits are not counted; the kernel adds a child's IO to its
+    /// parent when the parent reaps it, so a short-lived child shows up as its parent).
     pub top_processes: Vec<ProcessIo>,
     /// cgroups by bytes in the window (io.stat).
     pub top_cgroups: Vec<CgroupIo>,
@@ -256,7 +257,9 @@ pub fn compare(a: &IoSample, b: &IoSample, window_s: f64, f: &mut Findings) -> I
                 human_bytes(p.write_bytes),
                 human_bytes(p.read_bytes)
             ),
-            format!("in {window_s:.1} s, bytes that reached the block layer"),
+            format!(
+                "in {window_s:.1} s, bytes that reached the block layer (including children it reaped in the window)"
+            ),
             format!("/proc/{}/io", p.pid),
         );
     }

@@ -588,8 +588,11 @@ step13() {
     local_call local_oomcheck "{\"time\":\"$((t0 - 120))\"}" "$ans/oom.json"
     local_ck "(a) local_oomcheck names e2e-oomhog and its cgroup .../$expect_cg" oom "$ans/oom.json" e2e-oomhog "$expect_cg"
 
-    # (b) a direct-IO writer is the top writer
-    dd if=/dev/zero of=/e2e/out/e2e-direct bs=256k count=16384 oflag=direct status=none 2>/dev/null &
+    # (b) a direct-IO writer is the top writer. dd must still be running when the 3 s window
+    # closes: a child that exits is reaped by this shell, and the kernel then adds its IO to the
+    # shell's /proc/PID/io (CI's disk wrote 4 GiB in 3 s, so a fixed count finished early and the
+    # top writer was test.sh). So the count is large and the run is bounded by time instead.
+    timeout 20 dd if=/dev/zero of=/e2e/out/e2e-direct bs=256k count=262144 oflag=direct status=none 2>/dev/null &
     pid=$!
     sleep 0.5
     local_call local_iofsstat '{"duration":3}' "$ans/io.json"
