@@ -288,3 +288,24 @@ def test_concurrent_diagnoses_are_limited_per_principal(start, mock, tokens):
     assert first and first[0][0] == 200, first
     # The slot is free again.
     assert post(srv, call_message("oomcheck", args, 4), tokens["diag"])[0] == 200
+
+
+def test_every_tool_outside_a_tokens_scopes_is_refused_with_its_scope(start, tokens):
+    """Not a sample: each of the 21 cloud tools, called by each named token that lacks its scope, is
+    refused with 403 and the one scope it needs; called by a token that holds the scope, it is not."""
+    srv = start(["--token-file", str(tokens["path"])])
+    need = {**{t: "sysom:read" for t in READ}, **{t: "sysom:diagnose" for t in DIAGNOSE},
+            **{t: "sysom:admin" for t in ADMIN}}
+    assert len(need) == 21
+    holds = {"reader": READ, "diag": DIAGNOSE, "ops": READ | ADMIN}
+    for name, allowed in holds.items():
+        for rid, (tool, scope) in enumerate(sorted(need.items()), start=100):
+            status, headers, body = post(srv, call_message(tool, {"uid": UID}, rid), tokens[name])
+            if tool in allowed:
+                assert status != 403, (name, tool, body)
+                continue
+            assert status == 403, (name, tool, status, body)
+            assert f'scope="{scope}"' in headers["www-authenticate"], (name, tool, headers)
+            err = json.loads(body)
+            assert err["id"] == rid and err["error"]["code"] == FORBIDDEN, err
+            assert err["error"]["data"]["required_scope"] == scope, (name, tool, err)
