@@ -1,9 +1,10 @@
-"""Fixtures for the sysom-mcp integration tests (see harness.py for the launch helpers).
+"""Fixtures for the sysom-mcp integration tests (the helpers are in support.py).
 
 The mock SysOM server runs once per session and is reset before every test. Tests that need the
 binary ask for ``env`` (a clean environment wired to the mock) and ``config_file`` (an empty TOML
 file passed with --config, so /etc/sysom-mcp/config.toml of the host never leaks in), then use
-``mcp_client`` (already connected) or ``harness.open_session`` for custom setups.
+``mcp_client`` (already connected) or ``support.open_session`` for custom setups; ``start``
+(HTTP-mode servers) and ``procs`` (any processes) stop what they started at teardown.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "mock_sysom"))
 
-import harness  # noqa: E402
+import support  # noqa: E402
 from control import MockSysom  # noqa: E402
+# The fixtures that start servers and processes (and stop them at teardown).
+from support import procs, start  # noqa: E402,F401
 
 # Credentials the mock accepts; deliberately fake.
 MOCK_AKID = "LTAI5tMockAccessKeyId"
@@ -33,7 +36,7 @@ def anyio_backend():
 
 @pytest.fixture(scope="session")
 def sysom_bin() -> Path:
-    path = harness.binary_path()
+    path = support.binary_path()
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(f"sysom-mcp binary not found at {path}; run `cargo build` or set SYSOM_MCP_BIN", pytrace=False)
     return path
@@ -62,11 +65,11 @@ def config_file(tmp_path) -> Path:
 
 @pytest.fixture
 def env(mock, sysom_bin) -> dict[str, str]:
-    return harness.server_env(mock)
+    return support.server_env(mock)
 
 
 @pytest.fixture
 async def mcp_client(env, config_file, tmp_path):
     """An initialised MCP client session with sysom-mcp --stdio (stderr in tmp_path/stderr.log)."""
-    async with harness.open_session(env, config=config_file, errlog_path=tmp_path / "stderr.log") as client:
+    async with support.open_session(env, config=config_file, errlog_path=tmp_path / "stderr.log") as client:
         yield client

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-import harness
+import support
 
-INTERFACE_DOC = harness.REPO_ROOT / "docs" / "interface.md"
+INTERFACE_DOC = support.REPO_ROOT / "docs" / "interface.md"
 ENV_NAME = re.compile(r"`([A-Z][A-Z0-9_]{2,})(?:=[^`]*)?`")
 
 
@@ -43,7 +43,7 @@ def test_interface_doc_parsing_finds_the_variables():
 
 
 def test_help_mentions_every_env_var(sysom_bin, mock):
-    proc = harness.run_binary(["--help"], harness.server_env(mock))
+    proc = support.run_binary(["--help"], support.server_env(mock))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     missing = sorted(n for n in documented_env_vars() if n not in text)
@@ -53,7 +53,7 @@ def test_help_mentions_every_env_var(sysom_bin, mock):
 
 
 def test_version(sysom_bin, mock):
-    proc = harness.run_binary(["--version"], harness.server_env(mock))
+    proc = support.run_binary(["--version"], support.server_env(mock))
     assert proc.returncode == 0
     assert re.match(r"^sysom-mcp \d+\.\d+\.\d+", proc.stdout.strip()), proc.stdout
 
@@ -66,14 +66,14 @@ def test_version(sysom_bin, mock):
 def test_unknown_config_key_is_an_error(sysom_bin, mock, tmp_path, toml, key):
     cfg = tmp_path / "config.toml"
     cfg.write_text(toml)
-    proc = harness.run_binary(["--stdio", "--config", str(cfg)], harness.server_env(mock))
+    proc = support.run_binary(["--stdio", "--config", str(cfg)], support.server_env(mock))
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert key in proc.stderr
     assert proc.stdout == "", "errors go to stderr, stdout is the protocol stream"
 
 
 def test_missing_explicit_config_file_is_an_error(sysom_bin, mock, tmp_path):
-    proc = harness.run_binary(["--stdio", "--config", str(tmp_path / "absent.toml")], harness.server_env(mock))
+    proc = support.run_binary(["--stdio", "--config", str(tmp_path / "absent.toml")], support.server_env(mock))
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "absent.toml" in proc.stderr
 
@@ -81,7 +81,7 @@ def test_missing_explicit_config_file_is_an_error(sysom_bin, mock, tmp_path):
 def test_bad_value_names_the_key(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("[diagnosis]\npoll_interval_ms = \"fast\"\n")
-    proc = harness.run_binary(["--stdio", "--config", str(cfg)], harness.server_env(mock))
+    proc = support.run_binary(["--stdio", "--config", str(cfg)], support.server_env(mock))
     assert proc.returncode == 2 and "poll_interval_ms" in proc.stderr, proc.stderr
 
 
@@ -91,10 +91,10 @@ async def test_config_file_values_apply(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("[upstream]\nread_timeout_ms = 5000\n\n[diagnosis]\ntimeout_secs = 1\npoll_interval_ms = 50\n")
     mock.scenario(diagnosis={"final": "never"})
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT=None, SYSOM_MCP_POLL_INTERVAL_MS=None)
-    async with harness.open_session(env, config=cfg) as client:
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT=None, SYSOM_MCP_POLL_INTERVAL_MS=None)
+    async with support.open_session(env, config=cfg) as client:
         t0 = time.monotonic()
-        out = harness.payload(await client.call("loadtask", harness.MINIMAL_ARGS["loadtask"]))
+        out = support.payload(await client.call("loadtask", support.MINIMAL_ARGS["loadtask"]))
         elapsed = time.monotonic() - t0
     assert out["code"] == "TaskTimeout"
     assert 0.8 <= elapsed < 4, f"config diagnosis.timeout_secs = 1 not applied ({elapsed:.1f}s)"
@@ -105,8 +105,8 @@ async def test_environment_beats_config_file(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("[diagnosis]\ntimeout_secs = 30\n")
     mock.scenario(diagnosis={"final": "never"})
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="1")
-    async with harness.open_session(env, config=cfg) as client:
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="1")
+    async with support.open_session(env, config=cfg) as client:
         t0 = time.monotonic()
-        out = harness.payload(await client.call("loadtask", harness.MINIMAL_ARGS["loadtask"]))
+        out = support.payload(await client.call("loadtask", support.MINIMAL_ARGS["loadtask"]))
     assert out["code"] == "TaskTimeout" and time.monotonic() - t0 < 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from harness import INSTANCE, UID, payload
+from support import INSTANCE, UID, payload
 
 pytestmark = pytest.mark.anyio
 
@@ -73,11 +73,11 @@ def test_repeated_call_after_a_dropped_connection_gets_the_same_task(mock, state
     import socket
     import time
 
-    import harness
-    from http_support import MCP_PATH, Server, jsonrpc_answer, post_json_headers
+    import support
+    from support import MCP_PATH, Server, jsonrpc_answer, post_json_headers
 
     mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 1.5})
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
     with Server(env, ["--stateless"] if stateless else []) as srv:
         session: dict[str, str] = {}
         if not stateless:

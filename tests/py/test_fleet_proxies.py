@@ -13,6 +13,7 @@ Debian install provides). Skips, saying why, only when nginx or haproxy is not i
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -24,18 +25,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-import harness
-import http_support
+import support
 import tasks_support as ts
-from harness import INSTANCE, UID
-from http_support import MCP_PATH, Server, mcp_session
+from support import INSTANCE, MCP_PATH, UID, Server, mcp_session
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(not ts.available(), reason="mcp 1.x has no client extensions (tasks need mcp 2.x)"),
 ]
 
-EXAMPLES = harness.REPO_ROOT / "packaging" / "examples"
+EXAMPLES = support.REPO_ROOT / "packaging" / "examples"
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
 TASK_KEY = "fleet-proxy-test-key-0123456789abcdef012345"
 EXAMPLE_PORTS = ("7141", "7142", "7143")
@@ -54,29 +53,33 @@ def render(text: str, front: int, ports: list[int]) -> str:
     return text.replace("bind :7140", f"bind 127.0.0.1:{front}")
 
 
-def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 10) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited rc={proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"proxy not listening on {port}:\n{log.read_text(errors='replace')[-3000:]}")
+@contextlib.contextmanager
+def running_proxy(name: str, check: list[str], run: list[str], front: int, tmp: Path):
+    """``name check...`` must accept the configuration; then ``name run...`` runs (in the
+    foreground, stderr in tmp/NAME.stderr) until the context ends, once it listens on ``front``."""
+    exe = binary(name)
+    if exe is None:
+        pytest.skip(f"{name} is not installed (apt-get install {name}; .ci/run installs it)")
+    checked = subprocess.run([exe, *check], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    log = tmp / f"{name}.stderr"
+    proc = support.launch(run, dict(os.environ), argv0=[exe], stderr_path=log)
+    try:
+        support.wait_until(lambda: support.tcp_listening(front), 10, what=f"{name} listening on {front}", proc=proc)
+        yield proc
+    finally:
+        support.stop_process(proc)
 
 
 @contextlib.contextmanager
 def nginx(tmp: Path, front: int, ports: list[int]):
-    exe = binary("nginx")
-    if exe is None:
-        pytest.skip("nginx is not installed (apt-get install nginx; .ci/run installs it)")
     site = tmp / "sysom-mcp-fleet.conf"
     site.write_text(render((EXAMPLES / "nginx-fleet.conf").read_text(), front, ports))
     for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp / d).mkdir(exist_ok=True)
     # What Debian's /etc/nginx/nginx.conf provides around sites-enabled/.
-    (tmp / "nginx.conf").write_text(f"""
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
 daemon off;
 user root;
 worker_processes 1;
@@ -93,38 +96,17 @@ http {{
     include {site};
 }}
 """)
-    check = subprocess.run([exe, "-t", "-c", str(tmp / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    log = tmp / "nginx.stderr"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([exe, "-c", str(tmp / "nginx.conf")], stdout=err, stderr=err)
-    try:
-        wait_port(front, proc, log)
+    with running_proxy("nginx", ["-t", "-c", str(conf)], ["-c", str(conf)], front, tmp) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
 def haproxy(tmp: Path, front: int, ports: list[int]):
-    exe = binary("haproxy")
-    if exe is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(render((EXAMPLES / "haproxy.cfg").read_text(), front, ports))
-    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    log = tmp / "haproxy.stderr"
-    with open(log, "wb") as err:
-        # -db: stay in the foreground (the packaged service runs it under systemd).
-        proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=err, stderr=err)
-    try:
-        wait_port(front, proc, log)
+    # -db: stay in the foreground (the packaged service runs it under systemd).
+    with running_proxy("haproxy", ["-c", "-f", str(cfg)], ["-db", "-f", str(cfg)], front, tmp) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 PROXIES = {"nginx": nginx, "haproxy": haproxy}
@@ -175,14 +157,14 @@ def fleet(mock, tmp_path):
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "task-keys").write_text(TASK_KEY + "\n")
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="30", CREDENTIALS_DIRECTORY=str(creds))
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="30", CREDENTIALS_DIRECTORY=str(creds))
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(Server(env, [])) for _ in range(3)]
 
 
 @pytest.mark.parametrize("proxy", sorted(PROXIES))
 async def test_fleet_behind_the_shipped_proxy_config(proxy, fleet, mock, tmp_path):
-    front = harness.free_port()
+    front = support.free_port()
     url = f"http://127.0.0.1:{front}{MCP_PATH}"
     with PROXIES[proxy](tmp_path, front, [s.port for s in fleet]):
         # 1. Session clients stay on their instance: every call of a Streamable HTTP session

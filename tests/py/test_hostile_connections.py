@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 
-from http_support import start  # noqa: F401
+from support import read_until_closed
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
 
@@ -20,24 +20,6 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0
 def connect(srv, source: str = "127.0.0.1") -> socket.socket:
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=(source, 0))
     return s
-
-
-def closed_by_server(s: socket.socket, within: float) -> bool:
-    """Whether the server closes `s` (EOF or reset) within `within` seconds, reading any answer."""
-    deadline = time.monotonic() + within
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        s.settimeout(remaining)
-        try:
-            data = s.recv(65536)
-        except TimeoutError:
-            return False
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        if not data:
-            return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,7 +69,7 @@ def test_slow_and_silent_headers_are_cut_off(start):
                 except OSError:
                     pass
     for s in slow:
-        assert closed_by_server(s, within=max(0.5, 5 - (time.monotonic() - started))), \
+        assert read_until_closed(s, max(0.5, 5 - (time.monotonic() - started))), \
             "a slow-loris connection outlived the header-read timeout"
         s.close()
     assert healthz_from(srv, "127.0.0.1") == 200
@@ -101,8 +83,8 @@ def test_idle_keep_alive_and_http2_connections_are_closed(start):
     assert h1.recv(4096).startswith(b"HTTP/1.1 200")
     h2 = connect(srv)
     h2.sendall(H2_PREFACE)  # a valid HTTP/2 start, then no stream ever
-    assert closed_by_server(h1, within=6), "an idle keep-alive connection stayed open"
-    assert closed_by_server(h2, within=8), "an idle HTTP/2 connection stayed open"
+    assert read_until_closed(h1, 6), "an idle keep-alive connection stayed open"
+    assert read_until_closed(h2, 8), "an idle HTTP/2 connection stayed open"
 
 
 def test_connections_over_the_per_ip_limit_are_closed_not_kept(start):
@@ -111,7 +93,7 @@ def test_connections_over_the_per_ip_limit_are_closed_not_kept(start):
     time.sleep(0.3)
     over = [connect(srv) for _ in range(20)]
     for s in over:
-        assert closed_by_server(s, within=3), "a connection over the per-IP limit was kept open"
+        assert read_until_closed(s, 3), "a connection over the per-IP limit was kept open"
         s.close()
     # Another address is still served while this one holds its five.
     assert healthz_from(srv, "127.0.0.2") == 200
@@ -134,7 +116,7 @@ def test_descriptor_exhaustion_neither_spins_nor_kills_the_server(start):
     assert spent < 0.5, f"the server burned {spent:.2f} s CPU in 2 s while out of descriptors"
     assert srv.proc.poll() is None, "the server died when it ran out of descriptors"
     # The excess is closed, not left hanging in the accept queue.
-    closed = sum(closed_by_server(s, within=0.2) for s in conns[-50:])
+    closed = sum(bool(read_until_closed(s, 0.2)) for s in conns[-50:])
     assert closed >= 40, f"only {closed} of the last 50 connections were closed"
     # A newcomer is answered or closed at once, not left waiting (a timeout would raise).
     healthz_from(srv, "127.0.0.2")

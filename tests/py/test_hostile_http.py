@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from http_support import MCP_PATH, post_json_headers, start  # noqa: F401
+from support import MCP_PATH, post_json_headers
 
 # The body of the issue: 4 MiB, two million zeros in one array.
 ZEROS = ('{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":[' + "0," * 2_000_000 + '0]}}').encode()
@@ -59,7 +59,7 @@ def test_amplifying_bodies_are_refused_without_the_memory(start, body):
 # ------------------------------------------------------------------ item 2: a reader that never reads
 
 def test_legacy_sse_client_that_never_reads_is_pushed_back_then_dropped(start):
-    from http_support import RawSse
+    from support import RawSse
     srv = start()
     stream = RawSse(srv)  # opened, endpoint read, then never read again
     endpoint = stream.endpoint()

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-import harness
-from http_support import INITIALIZE, MCP_PATH, jsonrpc_answer, post_json_headers, start  # noqa: F401
+import support
+from support import INITIALIZE, MCP_PATH, jsonrpc_answer, post_json_headers
 
 # tools/call requests whose params do not fit CallToolRequestParams.
 BAD_CALLS = {
@@ -60,7 +60,7 @@ def test_bad_tools_call_params_are_invalid_params_in_a_session(start):
 
 
 def test_bad_tools_call_params_are_invalid_params_on_stdio(env):
-    client = harness.RawStdio(env)
+    client = support.RawStdio(env)
     try:
         client.initialize()
         for params in BAD_CALLS.values():

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-import harness
-from harness import UID, payload, result_text
+import support
+from support import UID, payload, result_text
 from control import MockSysom
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +32,7 @@ async def test_redirect_to_other_origin_is_not_followed(mock, env, config_file, 
                    host="127.0.0.1") as other:
         target = f"{other.url}/api/v1/am/cluster/list_clusters"
         mock.scenario(faults={"ListClusters": [{"redirect": target, "status": status}]})
-        async with harness.open_session(dict(env, SYSOM_MCP_MAX_RETRIES="0"), config=config_file) as client:
+        async with support.open_session(dict(env, SYSOM_MCP_MAX_RETRIES="0"), config=config_file) as client:
             out = business_error(await client.call("list_clusters", {"uid": UID}))
         assert other.requests(kind=None) == [], "the redirect target must never be contacted"
         assert str(status) in out["message"], out["message"]
@@ -44,7 +44,7 @@ async def test_redirect_to_other_origin_is_not_followed(mock, env, config_file, 
 async def test_huge_upstream_body_is_refused(mock, env, config_file):
     mock.scenario(faults={"ListClusters": [{"huge_bytes": 8 * 1024 * 1024}]})
     env = dict(env, SYSOM_MCP_MAX_RESPONSE_BYTES=str(1024 * 1024), SYSOM_MCP_MAX_RETRIES="0")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         out = business_error(await client.call("list_clusters", {"uid": UID}))
         assert "1048576" in out["message"] and "larger" in out["message"], out["message"]
         # The server survived and serves the next call.
@@ -54,7 +54,7 @@ async def test_huge_upstream_body_is_refused(mock, env, config_file):
 async def test_body_under_the_cap_is_accepted(mock, env, config_file):
     mock.scenario(faults={"ListClusters": [{"huge_bytes": 512 * 1024}]})
     env = dict(env, SYSOM_MCP_MAX_RESPONSE_BYTES=str(1024 * 1024))
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         assert payload(await client.call("list_clusters", {"uid": UID}))["code"] == "Success"
 
 
@@ -65,7 +65,7 @@ async def test_drip_fed_body_hits_the_total_request_deadline(mock, env, config_f
     # One byte every 100 ms never trips the 10 s read timeout; only a total deadline ends it.
     mock.scenario(faults={"ListClusters": [{"drip_ms": 100, "times": -1}]})
     env = dict(env, SYSOM_MCP_REQUEST_TIMEOUT_MS="1500", SYSOM_MCP_MAX_RETRIES="0")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         out = business_error(await client.call("list_clusters", {"uid": UID}, timeout=40))
     assert re.search(r"did not finish within", out["message"]), out["message"]
 
@@ -74,9 +74,9 @@ async def test_drip_fed_diagnosis_poll_still_ends_the_tool_call(mock, env, confi
     # The diagnosis poll drip-feeds; the diagnosis timeout (3 s in the harness) must still apply.
     mock.scenario(faults={"GetDiagnosisResult": [{"drip_ms": 200, "times": -1}]})
     env = dict(env, SYSOM_MCP_REQUEST_TIMEOUT_MS="60000", SYSOM_MCP_MAX_RETRIES="0")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         res = await client.call("memgraph", {"uid": UID, "region": "cn-hangzhou", "channel": "ecs",
-                                             "instance": harness.INSTANCE}, timeout=40)
+                                             "instance": support.INSTANCE}, timeout=40)
     text = result_text(res)
     assert re.search(r"time[sd]?[ -]?out|did not finish", text, re.I), text
 
@@ -99,10 +99,10 @@ async def test_activation_cache_is_keyed_by_the_account_not_the_uid(mcp_client, 
 
 
 async def test_endpoint_password_is_not_echoed_in_tool_errors(mock, env, config_file):
-    port = harness.free_port()
+    port = support.free_port()
     env = dict(env, SYSOM_ENDPOINT=f"http://user:hunter2-endpoint-pw@127.0.0.1:{port}",
                SYSOM_MCP_MAX_RETRIES="0")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         res = await client.call("list_clusters", {"uid": UID})
     text = result_text(res)
     assert "127.0.0.1" in text, text
@@ -116,7 +116,7 @@ def test_secret_in_config_file_is_not_quoted_in_parse_errors(mock, env, tmp_path
                  'access_key_secret = LTAIsecretvalue-hunter2\n',
                  '[upstream]\nmax_retries = 1\naccess_key_secret = "LTAIsecretvalue-hunter2"\n'):
         cfg.write_text(text)
-        proc = harness.run_binary(["--stdio", "--config", str(cfg)], env)
+        proc = support.run_binary(["--stdio", "--config", str(cfg)], env)
         assert proc.returncode != 0
         assert "config" in proc.stderr, proc.stderr
         assert "hunter2" not in proc.stderr + proc.stdout, proc.stderr

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import INSTANCE, UID, payload
-from http_support import MCP_PATH, bearer, mcp_session, start, tools_from_jsonrpc, write_tokens  # noqa: F401
+import support
+from support import INSTANCE, MCP_PATH, UID, bearer, mcp_session, payload, tools_from_jsonrpc, write_tokens
 
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
 TRANSPORTS = ["sse", "http"]
@@ -71,7 +70,7 @@ async def test_guide_python_example(start):
                 "uid": "1418925853835361",
                 "region": "cn-hangzhou",
             })
-    res = harness.wire(result)
+    res = support.wire(result)
     assert not res.get("isError"), res
     assert payload(res)["code"] == "Success"
 
@@ -143,7 +142,7 @@ def test_guide_curl_post_with_token(start, tmp_path):
 # --- Qwen Code ------------------------------------------------------------------------------------
 
 QWEN_VERSION = os.environ.get("SYSOM_TEST_QWEN_VERSION", "0.24.4")
-QWEN_PREFIX = harness.REPO_ROOT / ".venv" / "qwen"
+QWEN_PREFIX = support.REPO_ROOT / ".venv" / "qwen"
 
 
 def qwen_binary() -> Path:

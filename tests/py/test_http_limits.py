@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
-import harness
-import http_support
-from harness import INSTANCE, UID, payload
-from http_support import (  # noqa: F401
-    INITIALIZE, MCP_PATH, TOOLS_LIST, RawSse, mcp_session, post_json_headers, read_until_closed, start,
-    tools_from_jsonrpc)
+import support
+from support import (INITIALIZE, INSTANCE, MCP_PATH, TOOLS_LIST, UID, Background, NotifySocket, RawSse, mcp_session,
+                     payload, post_json_headers, read_until_closed, tcp_listening, tools_from_jsonrpc, wait_until)
 
 JSON = {"Content-Type": "application/json"}
 SSE = {"Accept": "text/event-stream"}
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+MEMGRAPH_CALL = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                 "params": {"name": "memgraph", "arguments": DIAG_ARGS}}
 
 
 # --- sessions -----------------------------------------------------------------------------------
 
 def test_max_sessions_503_with_retry_after(start, mock):
-    srv = start(env=harness.server_env(mock, SYSOM_MCP_MAX_SESSIONS="2"))
+    srv = start(env=support.server_env(mock, SYSOM_MCP_MAX_SESSIONS="2"))
     first, second = RawSse(srv), RawSse(srv)
     try:
         endpoint = first.endpoint()
@@ -57,8 +46,8 @@ def test_max_sessions_503_with_retry_after(start, mock):
         first.close()
     try:
         # A closed stream frees its slot.
-        assert wait_until(lambda: srv.request("GET", "/metrics")[0] == 200 and _can_open(srv), 5), \
-            "the session slot was not freed after the client went away"
+        wait_until(lambda: srv.request("GET", "/metrics")[0] == 200 and _can_open(srv), 5, interval=0.1,
+                   what="the session slot freed after the client went away")
     finally:
         second.close()
 
@@ -83,7 +72,7 @@ def raw_get(sock: socket.socket, path: str = "/healthz") -> bytes:
 
 
 def test_connections_per_ip_429_with_retry_after(start, mock):
-    srv = start(env=harness.server_env(mock, SYSOM_MCP_MAX_CONNECTIONS_PER_IP="2"))
+    srv = start(env=support.server_env(mock, SYSOM_MCP_MAX_CONNECTIONS_PER_IP="2"))
     time.sleep(0.3)  # let the readiness probe's connection end
     held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
     try:
@@ -106,13 +95,14 @@ def test_connections_per_ip_429_with_retry_after(start, mock):
         for s in held:
             s.close()
     # Once the held connections close, this client is served again.
-    assert wait_until(lambda: srv.request("GET", "/healthz")[0] == 200, 5)
+    wait_until(lambda: srv.request("GET", "/healthz")[0] == 200, 5, interval=0.1,
+               what="the client served again once the held connections closed")
 
 
 # --- idle sessions ------------------------------------------------------------------------------
 
 def test_idle_legacy_sse_session_is_closed(start, mock):
-    srv = start(["--sse-keep-alive", "1"], env=harness.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
+    srv = start(["--sse-keep-alive", "1"], env=support.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
     with RawSse(srv) as sse:
         endpoint = sse.endpoint()
         opened = time.monotonic()
@@ -124,7 +114,7 @@ def test_idle_legacy_sse_session_is_closed(start, mock):
 
 
 def test_active_legacy_sse_session_is_not_closed(start, mock):
-    srv = start(["--sse-keep-alive", "1"], env=harness.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
+    srv = start(["--sse-keep-alive", "1"], env=support.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
     with RawSse(srv) as sse:
         endpoint = sse.endpoint()
         assert srv.request("POST", endpoint, body=INITIALIZE, headers=JSON)[0] == 202
@@ -134,7 +124,7 @@ def test_active_legacy_sse_session_is_not_closed(start, mock):
 
 
 def test_idle_streamable_session_expires(start, mock):
-    srv = start(env=harness.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
+    srv = start(env=support.server_env(mock, SYSOM_MCP_SESSION_IDLE_TIMEOUT="2"))
     status, headers, _ = srv.request("POST", MCP_PATH, body=INITIALIZE, headers=post_json_headers())
     sid = headers["mcp-session-id"]
     time.sleep(3.5)
@@ -147,84 +137,72 @@ def test_idle_streamable_session_expires(start, mock):
 
 def test_sigterm_lets_running_call_finish_and_exits_0(start, mock):
     mock.scenario(diagnosis={"polls_before_done": 12})  # 12 polls x 200 ms: about 2.5 s
-    env = harness.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="30")
-    srv = start(["--shutdown-grace", "5"], env=env)
-    stream = RawSse(srv)
-    stream.endpoint()
-    result: dict = {}
-
-    def call():
-        body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "memgraph", "arguments": DIAG_ARGS}}
+    with NotifySocket() as notify:
+        env = support.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="30",
+                                 NOTIFY_SOCKET=notify.path)
+        srv = start(["--shutdown-grace", "5"], env=env)
+        stream = RawSse(srv)
+        stream.endpoint()
+        worker = Background(srv.request, "POST", MCP_PATH, body=MEMGRAPH_CALL, headers=JSON, timeout=20)
         try:
-            result["response"] = srv.request("POST", MCP_PATH, body=body, headers=JSON, timeout=20)
-        except Exception as e:  # noqa: BLE001
-            result["error"] = e
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    try:
-        mock.wait_for(lambda reqs: sum(r["action"] == "GetDiagnosisResult" for r in reqs) >= 2, timeout=10)
-        sent = time.monotonic()
-        srv.signal(signal.SIGTERM)
-        # New connections are no longer accepted while draining.
-        time.sleep(0.3)
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
-        worker.join(15)
-        assert not worker.is_alive(), "the running call got no answer"
-        assert "error" not in result, f"the running call failed: {result.get('error')!r}"
-        status, _, body = result["response"]
-        assert status == 200
-        msg = json.loads(body)
-        assert payload(msg["result"])["code"] == "Success", msg
-        rc = srv.proc.wait(timeout=5 + 4)
-        assert rc == 0, srv.stderr()
-        assert time.monotonic() - sent < 5 + 4
-        assert read_until_closed(stream, 3) == "eof", "the open SSE stream was not ended cleanly at shutdown"
-    finally:
-        stream.close()
+            mock.wait_for(lambda reqs: sum(r["action"] == "GetDiagnosisResult" for r in reqs) >= 2, timeout=10)
+            mark = notify.mark()
+            sent = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            # systemd hears STOPPING=1, and new connections are no longer accepted while draining.
+            notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), since=mark, timeout=5)
+            wait_until(lambda: not tcp_listening(srv.port), 3, what="the listener closed while draining")
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+            status, _, body = worker.join(15)  # the running call got an answer
+            assert status == 200
+            msg = json.loads(body)
+            assert payload(msg["result"])["code"] == "Success", msg
+            rc = srv.proc.wait(timeout=5 + 4)
+            assert rc == 0, srv.stderr()
+            assert time.monotonic() - sent < 5 + 4
+            assert read_until_closed(stream, 3) == "eof", "the open SSE stream was not ended cleanly at shutdown"
+        finally:
+            stream.close()
 
 
 def test_sigterm_answers_calls_running_at_the_end_of_the_grace(start, mock):
     mock.scenario(diagnosis={"final": "never"})
-    env = harness.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="60")
-    srv = start(["--shutdown-grace", "1"], env=env)
-    result: dict = {}
-
-    def call():
-        body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "memgraph", "arguments": DIAG_ARGS}}
-        try:
-            result["response"] = srv.request("POST", MCP_PATH, body=body, headers=JSON, timeout=20)
-        except Exception as e:  # noqa: BLE001
-            result["error"] = e
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    mock.wait_for(lambda reqs: sum(r["action"] == "GetDiagnosisResult" for r in reqs) >= 1, timeout=10)
-    sent = time.monotonic()
-    srv.signal(signal.SIGTERM)
-    rc = srv.proc.wait(timeout=1 + 5)
-    assert rc == 0, srv.stderr()
-    assert time.monotonic() - sent < 1 + 5
-    worker.join(5)
-    assert not worker.is_alive()
+    with NotifySocket() as notify:
+        env = support.server_env(mock, SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="60",
+                                 NOTIFY_SOCKET=notify.path)
+        srv = start(["--shutdown-grace", "1"], env=env)
+        worker = Background(srv.request, "POST", MCP_PATH, body=MEMGRAPH_CALL, headers=JSON, timeout=20)
+        mock.wait_for(lambda reqs: sum(r["action"] == "GetDiagnosisResult" for r in reqs) >= 1, timeout=10)
+        mark = notify.mark()
+        sent = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        # systemd is told how long the stop may take, and the stop takes no longer.
+        _, stopping = notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), since=mark, timeout=5)
+        usec = int(re.search(rb"EXTEND_TIMEOUT_USEC=(\d+)", stopping).group(1))
+        rc = srv.proc.wait(timeout=1 + 5)
+        elapsed = time.monotonic() - sent
+        assert rc == 0, srv.stderr()
+        assert elapsed < 1 + 5
+        assert elapsed * 1e6 < usec, f"took {elapsed:.1f}s, longer than the EXTEND_TIMEOUT_USEC it announced"
+    assert "grace period over" in srv.stderr_path.read_text(errors="replace")
     # The call still running when the grace ended got a JSON-RPC error, not a dropped answer.
-    assert "response" in result, result
-    status, headers, body = result["response"]
-    answer = http_support.jsonrpc_answer(headers, body)
+    status, headers, body = worker.join(5)
+    answer = support.jsonrpc_answer(headers, body)
     assert answer.get("id") == 9, (status, body)
     assert answer["error"]["code"] == -32000, answer
     assert "shutting down" in answer["error"]["message"], answer
 
 
 @pytest.mark.anyio
-async def test_sigterm_with_open_client_sessions_exits_promptly(start):
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_sigterm_with_open_client_sessions_exits_promptly(start, transport):
     srv = start(["--shutdown-grace", "5"])
-    async with mcp_session("http", srv.url) as client:
+    async with mcp_session(transport, srv.url) as client:
         assert len(await client.list_tools()) == 21
         sent = time.monotonic()
         srv.signal(signal.SIGTERM)
-        # Nothing is running: no need to wait for the grace period.
+        # Nothing is running: no need to wait for the grace period (an open stream does not hold it up).
         for _ in range(40):
             if srv.proc.poll() is not None:
                 break

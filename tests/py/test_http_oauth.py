@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import UID, payload
-from http_support import MCP_PATH, TOOLS_LIST, mcp_session, post_json_headers, start, tools_from_jsonrpc  # noqa: F401
+import support
+from support import MCP_PATH, TOOLS_LIST, UID, mcp_session, payload, post_json_headers, tools_from_jsonrpc
 from test_http_scopes import ADMIN, DIAGNOSE, READ, audit_records, call_message
 
-FIXTURE = harness.REPO_ROOT / "tests" / "oauth"
+FIXTURE = support.REPO_ROOT / "tests" / "oauth"
 RESOURCE = "https://sysom-mcp.test/mcp/unified"
 METADATA_URL = "https://sysom-mcp.test/.well-known/oauth-protected-resource/mcp/unified"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from http_support import INITIALIZE, MCP_PATH, TOOLS_LIST, jsonrpc_answer, post_json_headers, start  # noqa: F401
+from support import INITIALIZE, MCP_PATH, TOOLS_LIST, jsonrpc_answer, post_json_headers
 
 
 def primed(body: bytes) -> bool:

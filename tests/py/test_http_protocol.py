@@ -11,11 +11,9 @@ import urllib.parse
 
 import pytest
 
-import harness
-from harness import UID, payload
-from http_support import (  # noqa: F401
-    INITIALIZE, MCP_PATH, TOOLS_LIST, RawSse, jsonrpc_answer, mcp_session, post_json_headers,
-    sse_json_messages, start, tools_from_jsonrpc)
+import support
+from support import (INITIALIZE, MCP_PATH, TOOLS_LIST, UID, RawSse, jsonrpc_answer, mcp_session, payload,
+                     post_json_headers, sse_json_messages, tools_from_jsonrpc)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -371,7 +369,7 @@ def test_healthz_and_readyz(start, mock):
     status, headers, body = srv.request("GET", "/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready"
 
-    bare = start(env=harness.server_env(mock, credentials=False))
+    bare = start(env=support.server_env(mock, credentials=False))
     status, _, body = bare.request("GET", "/healthz")
     assert status == 200
     status, headers, body = bare.request("GET", "/readyz")

@@ -12,13 +12,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-import harness
-from http_support import INITIALIZE, MCP_PATH, TOOLS_LIST, post_json_headers, start  # noqa: F401
+import support
+from support import INITIALIZE, MCP_PATH, TOOLS_LIST, post_json_headers
 
 EVIL = "evil.example.com"
 
@@ -104,27 +103,17 @@ def server_in(ns: str, mock, extra: list[str]):
     port = 7140
     config = Path(tempfile.mkstemp(prefix="sysom-mcp-rebind-", suffix=".toml")[1])
     config.write_text("# empty\n")
-    err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, str(harness.binary_path()), "--sse", "--host", ADDR,
-                             "--port", str(port), "--config", str(config), "--allow-unauthenticated", *extra],
-                            env=harness.server_env(mock), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=err)
+    err = Path(tempfile.mkstemp(prefix="sysom-mcp-rebind-stderr-", suffix=".log")[1])
+    proc = support.launch(["--sse", "--host", ADDR, "--port", str(port), "--config", str(config),
+                           "--allow-unauthenticated", *extra], support.server_env(mock),
+                          argv0=["ip", "netns", "exec", ns, str(support.binary_path())], stderr_path=err)
     try:
-        deadline = time.monotonic() + 15
-        while curl(ns, port, {"Host": ADDR})[0] == 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err.seek(0)
-                raise RuntimeError(f"server in {ns} did not start: {err.read().decode()[-2000:]}")
-            time.sleep(0.1)
+        support.wait_until(lambda: curl(ns, port, {"Host": ADDR})[0] != 0, 15, interval=0.1,
+                           what=f"the server in {ns}", proc=proc)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        err.close()
+        support.stop_process(proc)
+        err.unlink(missing_ok=True)
         config.unlink(missing_ok=True)
 
 

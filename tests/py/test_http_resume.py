@@ -11,9 +11,8 @@ import json
 
 import pytest
 
-import harness
-from harness import INSTANCE, UID
-from http_support import MCP_PATH, RawSse, Server, post_json_headers
+import support
+from support import INSTANCE, MCP_PATH, UID, RawSse, Server, post_json_headers
 
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
 
@@ -56,7 +55,7 @@ def events_until_result(stream: RawSse, rid: int) -> tuple[list[dict], dict | No
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25"])
 def test_a_cut_stream_resumes_with_last_event_id_and_delivers_the_original_result(mock, version):
     mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 2.5})
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20", SYSOM_MCP_POLL_INTERVAL_MS="200",
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20", SYSOM_MCP_POLL_INTERVAL_MS="200",
                              SYSOM_MCP_POLL_MAX_INTERVAL_MS="200")
     with Server(env, []) as srv:
         session = initialize(srv, version)

@@ -12,11 +12,9 @@ import subprocess
 
 import pytest
 
-import harness
-from harness import MCP_MAJOR, UID, payload
-from http_support import (  # noqa: F401
-    INITIALIZE, MCP_PATH, TOOLS_LIST, RawSse, bearer, jsonrpc_answer, mcp_session, post_json_headers, start,
-    tools_from_jsonrpc)
+import support
+from support import (INITIALIZE, MCP_MAJOR, MCP_PATH, TOOLS_LIST, UID, RawSse, bearer, jsonrpc_answer, mcp_session,
+                     new_token, payload, post_json_headers, tools_from_jsonrpc)
 
 # What each scope unlocks among the 21 cloud tools (src/tools/mod.rs every_tool_declares_its_scope).
 READ = {"list_all_instances", "list_pods_of_instance", "list_clusters", "list_instances",
@@ -26,17 +24,6 @@ DIAGNOSE = {"memgraph", "javamem", "oomcheck", "iofsstat", "iodiagnose", "packet
 ADMIN = {"create_vmcore_diagnosis_task", "create_dmesg_diagnosis_task", "initial_sysom"}
 PLAIN = "plain-legacy-token-" + "7" * 24
 FORBIDDEN = -32003
-
-
-def new_token(path, name: str, scopes: str) -> str:
-    """`sysom-mcp token new NAME --scope SCOPES --file PATH`; returns the token it printed once."""
-    proc = subprocess.run([str(harness.binary_path()), "token", "new", name, "--scope", scopes, "--file", str(path)],
-                          capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr
-    token = proc.stdout.strip()
-    assert token.startswith("smcp_") and len(token) > 40, proc.stdout
-    assert token not in path.read_text(), "the tokens file holds the token itself"
-    return token
 
 
 @pytest.fixture
@@ -69,7 +56,7 @@ def audit_records(srv) -> list[dict]:
 
 
 def test_token_list_shows_names_and_scopes_never_tokens(tokens):
-    proc = subprocess.run([str(harness.binary_path()), "token", "list", "--file", str(tokens["path"])],
+    proc = subprocess.run([str(support.binary_path()), "token", "list", "--file", str(tokens["path"])],
                           capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     for name, scope in (("reader", "sysom:read"), ("diag", "sysom:diagnose"), ("ops", "sysom:admin")):
@@ -97,7 +84,7 @@ async def test_tools_list_shows_only_what_the_token_may_call(start, tokens, tran
 
 @pytest.mark.anyio
 async def test_local_tools_need_the_diagnose_scope(start, mock, tokens):
-    srv = start(["--token-file", str(tokens["path"])], env=harness.server_env(mock, SYSOM_MCP_TOOLS="local"))
+    srv = start(["--token-file", str(tokens["path"])], env=support.server_env(mock, SYSOM_MCP_TOOLS="local"))
     for name, sees_local in (("reader", False), ("ops", False), ("diag", True), ("plain", True)):
         status, _, body = post(srv, TOOLS_LIST, tokens[name])
         names = tools_from_jsonrpc(body)
@@ -234,8 +221,8 @@ def test_sighup_rereads_named_tokens(start, tokens, tmp_path):
 def test_check_warns_about_plain_tokens(mock, tokens, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text("# empty\n")
-    env = harness.server_env(mock)
-    proc = subprocess.run([str(harness.binary_path()), "--config", str(config),
+    env = support.server_env(mock)
+    proc = subprocess.run([str(support.binary_path()), "--config", str(config),
                            "--token-file", str(tokens["path"]), "check"], capture_output=True, text=True, timeout=60, env=env)
     assert "WARN" in proc.stdout and "1 plain token" in proc.stdout, proc.stdout
     assert "token new" in proc.stdout
@@ -270,9 +257,9 @@ async def test_calls_per_minute_are_counted_per_principal(start, tokens):
 def test_concurrent_diagnoses_are_limited_per_principal(start, mock, tokens):
     import threading
 
-    from harness import INSTANCE
+    from support import INSTANCE
     mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 2})
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
     srv = start(["--token-file", str(tokens["path"]), "--max-concurrent-diagnoses", "1"], env=env)
     args = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
     first: list = []

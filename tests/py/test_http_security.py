@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
-import harness
-from harness import UID, payload
-from http_support import (  # noqa: F401
-    INITIALIZE, MCP_PATH, TOOLS_LIST, RawSse, Server, bearer, jsonrpc_answer, mcp_session, post_json_headers,
-    start, tools_from_jsonrpc, write_tokens)
+import support
+from support import (INITIALIZE, MCP_PATH, TOOLS_LIST, UID, RawSse, Server, bearer, jsonrpc_answer, mcp_session,
+                     payload, post_json_headers, tools_from_jsonrpc, write_tokens)
 
 JSON = {"Content-Type": "application/json"}
 OLD, NEW, KEEP = "old-token-" + "1" * 20, "new-token-" + "2" * 20, "keep-token-" + "3" * 20
@@ -86,7 +83,7 @@ def test_health_needs_no_token_metrics_only_when_configured(start, mock, tmp_pat
     status, headers, body = srv.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
 
-    locked = start(["--token-file", tokens], env=harness.server_env(mock, SYSOM_MCP_METRICS_AUTH="true"))
+    locked = start(["--token-file", tokens], env=support.server_env(mock, SYSOM_MCP_METRICS_AUTH="true"))
     assert locked.request("GET", "/healthz")[0] == 200
     assert locked.request("GET", "/readyz")[0] == 200
     status, headers, _ = locked.request("GET", "/metrics")
@@ -99,8 +96,8 @@ def test_health_needs_no_token_metrics_only_when_configured(start, mock, tmp_pat
 def test_non_loopback_without_token_refuses_to_start(mock, sysom_bin, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text("")
-    proc = harness.run_binary(["--sse", "--host", "0.0.0.0", "--port", str(harness.free_port()),
-                               "--config", str(config)], harness.server_env(mock), timeout=15)
+    proc = support.run_binary(["--sse", "--host", "0.0.0.0", "--port", str(support.free_port()),
+                               "--config", str(config)], support.server_env(mock), timeout=15)
     assert proc.returncode != 0
     assert proc.returncode == 2, "a configuration error exits 2"
     assert "--token-file" in proc.stderr
@@ -160,10 +157,7 @@ def test_sighup_with_emptied_token_file_does_not_open_the_server(start, tmp_path
     assert post_tools(srv)[0] == 401
     tokens.write_text("# every token removed\n")
     srv.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any(m in srv.stderr() for m in ("configuration reloaded",
-                                                                              "reload rejected")):
-        time.sleep(0.05)
+    srv.wait_log("configuration reloaded", "reload rejected")
     assert post_tools(srv)[0] == 401, "emptying the token file and reloading turned authentication off"
     assert post_tools(srv, bearer(OLD))[0] == 200, "the previous tokens stay valid after a rejected reload"
     assert "reload rejected" in srv.stderr()

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import UID, payload
-from http_support import MCP_PATH, TOOLS_LIST, Server, mcp_session, start, tools_from_jsonrpc  # noqa: F401
+import support
+from support import MCP_PATH, TOOLS_LIST, UID, Server, mcp_session, payload, tools_from_jsonrpc
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 
@@ -172,8 +171,8 @@ def test_bad_tls_files_exit_with_clear_message(mock, sysom_bin, certs, tmp_path,
         needle = "key"
     config = tmp_path / "config.toml"
     config.write_text("")
-    proc = harness.run_binary(["--sse", "--port", str(harness.free_port()), "--config", str(config),
-                               *tls_args(cert, key)], harness.server_env(mock), timeout=15)
+    proc = support.run_binary(["--sse", "--port", str(support.free_port()), "--config", str(config),
+                               *tls_args(cert, key)], support.server_env(mock), timeout=15)
     assert proc.returncode != 0, proc.stderr
     assert needle in proc.stderr, proc.stderr
     assert "TLS" in proc.stderr or "tls" in proc.stderr, proc.stderr

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from harness import MCP_MAJOR, open_session, payload, server_env
+from support import MCP_MAJOR, open_session, payload, server_env
 
 pytestmark = pytest.mark.anyio
 

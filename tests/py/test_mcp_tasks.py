@@ -12,16 +12,14 @@ import hashlib
 import hmac
 import json
 import signal
-import subprocess
 import time
 
 import anyio
 import pytest
 
-import harness
+import support
 import tasks_support as ts
-from harness import INSTANCE, UID
-from http_support import Server
+from support import INSTANCE, UID, Server
 
 pytestmark = [
     pytest.mark.anyio,
@@ -58,7 +56,7 @@ def key_dir(tmp_path, *keys: str, name: str = "credentials"):
 
 
 def fleet_env(mock, creds=None, **extra):
-    env = harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="30", **extra)
+    env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="30", **extra)
     if creds is not None:
         env["CREDENTIALS_DIRECTORY"] = str(creds)
     return env
@@ -135,7 +133,7 @@ async def test_a_diagnosis_becomes_a_task_and_completes_through_tasks_get(mock, 
 
 async def test_a_client_without_the_extension_gets_the_plain_result(mock, tmp_path):
     """No tasks capability declared: the call runs to its result as before."""
-    from http_support import mcp_session
+    from support import mcp_session
     mock.scenario(diagnosis={"polls_before_done": 2})
     with Server(fleet_env(mock, key_dir(tmp_path, KEY1))) as srv:
         async with mcp_session("http", srv.url) as c:
@@ -237,17 +235,10 @@ async def test_cancel_marks_the_task_cancelled_on_that_instance(mock, tmp_path):
     assert state.status == "cancelled"
 
 
-def token_new(name: str, tokens) -> str:
-    out = subprocess.run([str(harness.binary_path()), "token", "new", name, "--scope", "read,diagnose",
-                          "--file", str(tokens)], capture_output=True, text=True, timeout=20)
-    assert out.returncode == 0, out.stderr
-    return [line for line in out.stdout.splitlines() if line.strip()][-1].strip()
-
-
 async def test_a_handle_opens_only_for_the_token_that_created_it(mock, tmp_path):
     mock.scenario(diagnosis={"polls_before_done": 1})
     tokens = tmp_path / "mcp-tokens"
-    alice, bob = token_new("alice", tokens), token_new("bob", tokens)
+    alice, bob = (support.new_token(tokens, name, "read,diagnose") for name in ("alice", "bob"))
     with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless", "--token-file", str(tokens)]) as srv:
         created = await start_task(srv.url, token=alice)
         assert claims_of(created.task_id)["p"] == "token:alice"
@@ -276,10 +267,7 @@ async def test_keys_rotate_on_reload(mock, tmp_path):
         # A malformed file is rejected on reload and the ring in use stays.
         (creds / "task-keys").write_text("too-short\n")
         srv.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while "reload rejected" not in srv.stderr() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "reload rejected" in srv.stderr()
+        srv.wait_log("reload rejected")
         assert "too-short" not in srv.stderr()
         assert (await get_state(srv.url, new.task_id)).status in {"working", "completed"}
 
@@ -287,8 +275,7 @@ async def test_keys_rotate_on_reload(mock, tmp_path):
 def test_a_malformed_key_file_stops_the_start_with_exit_2(mock, tmp_path):
     creds = key_dir(tmp_path, KEY1, "short-key")
     env = fleet_env(mock, creds)
-    proc = subprocess.run([str(harness.binary_path()), "--sse", "--port", str(harness.free_port())],
-                          env=env, capture_output=True, text=True, timeout=20)
+    proc = support.run_binary(["--sse", "--port", str(support.free_port())], env)
     assert proc.returncode == 2, proc.stderr
     assert "task-keys" in proc.stderr and "line 3" in proc.stderr, proc.stderr  # after the comment line
     assert "short-key" not in proc.stderr and KEY1 not in proc.stderr

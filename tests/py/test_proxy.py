@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import INSTANCE, UID, payload
-from http_support import MCP_PATH, start, write_tokens  # noqa: F401
+import support
+from support import INSTANCE, MCP_PATH, UID, payload, write_tokens
 
 TOKEN = "tok-proxy-" + "b" * 24
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
@@ -25,12 +24,12 @@ async def proxy_session(url: str, token_file: Path, env: dict[str, str]):
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    params = StdioServerParameters(command=str(harness.binary_path()),
+    params = StdioServerParameters(command=str(support.binary_path()),
                                    args=["proxy", url, "--token-file", str(token_file)], env=env)
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()
-            yield harness.Client(session)
+            yield support.Client(session)
 
 
 class SseOnlyGateway(http.server.ThreadingHTTPServer):
@@ -89,7 +88,7 @@ async def test_proxy_forwards_over_streamable_http(start, mock, tmp_path):
     mock.scenario(diagnosis={"polls_before_done": 3})
     tokens = write_tokens(tmp_path / "tokens", TOKEN)
     srv = start(["--token-file", str(tokens)])
-    async with proxy_session(srv.url, tokens, harness.server_env(mock)) as client:
+    async with proxy_session(srv.url, tokens, support.server_env(mock)) as client:
         assert len(await client.list_tools()) == 21
         seen: list[float] = []
 
@@ -100,7 +99,7 @@ async def test_proxy_forwards_over_streamable_http(start, mock, tmp_path):
         assert out["code"] == "Success", out
         assert seen, "progress notifications were not forwarded through the proxy"
         bad = await client.call("list_history_tasks", {"days": 0})
-        assert bad["isError"] and "`days`" in harness.result_text(bad)
+        assert bad["isError"] and "`days`" in support.result_text(bad)
     assert "sessionId" not in " ".join(r["raw_query"] for r in mock.requests() if "raw_query" in r)
 
 
@@ -112,7 +111,7 @@ async def test_proxy_falls_back_to_legacy_sse(start, mock, tmp_path):
     threading.Thread(target=gateway.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{gateway.server_address[1]}{MCP_PATH}"
-        async with proxy_session(url, tokens, harness.server_env(mock)) as client:
+        async with proxy_session(url, tokens, support.server_env(mock)) as client:
             assert len(await client.list_tools()) == 21
             out = payload(await client.call("list_all_instances", {"uid": UID}))
             assert out["code"] == "Success", out
@@ -124,19 +123,19 @@ async def test_proxy_falls_back_to_legacy_sse(start, mock, tmp_path):
 
 def test_proxy_refuses_bad_arguments(tmp_path):
     env = {"PATH": "/usr/bin:/bin"}
-    out = harness.run_binary(["proxy", "not a url"], env)
+    out = support.run_binary(["proxy", "not a url"], env)
     assert out.returncode == 2 and "not a URL" in out.stderr
-    out = harness.run_binary(["proxy", "http://127.0.0.1:9/mcp/unified", "--token-file",
+    out = support.run_binary(["proxy", "http://127.0.0.1:9/mcp/unified", "--token-file",
                               str(tmp_path / "absent")], env)
     assert out.returncode == 2 and "cannot read" in out.stderr
     empty = tmp_path / "empty"
     empty.write_text("# no token\n")
-    out = harness.run_binary(["proxy", "http://127.0.0.1:9/mcp/unified", "--token-file", str(empty)], env)
+    out = support.run_binary(["proxy", "http://127.0.0.1:9/mcp/unified", "--token-file", str(empty)], env)
     assert out.returncode == 2 and "holds no token" in out.stderr
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif(harness.MCP_MAJOR < 2, reason="mcp 1.x does not send notifications/cancelled when the "
+@pytest.mark.skipif(support.MCP_MAJOR < 2, reason="mcp 1.x does not send notifications/cancelled when the "
                                                   "caller abandons a request")
 async def test_cancellation_travels_through_the_proxy(start, mock, tmp_path):
     import anyio
@@ -145,8 +144,8 @@ async def test_cancellation_travels_through_the_proxy(start, mock, tmp_path):
 
     mock.scenario(diagnosis={"final": "never"})
     tokens = write_tokens(tmp_path / "tokens", TOKEN)
-    srv = start(["--token-file", str(tokens)], env=harness.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="60"))
-    async with proxy_session(srv.url, tokens, harness.server_env(mock)) as client:
+    srv = start(["--token-file", str(tokens)], env=support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="60"))
+    async with proxy_session(srv.url, tokens, support.server_env(mock)) as client:
         with anyio.move_on_after(0.8) as scope:
             await client.call("packetdrop", DIAG_ARGS)
         assert scope.cancelled_caught
@@ -224,7 +223,7 @@ def test_proxy_posts_the_token_only_to_the_same_origin(tmp_path):
     tokens = write_tokens(tmp_path / "tokens", TOKEN)
     with hostile_remote() as collector, \
             hostile_remote(endpoint=collector.url("/collect?sessionId=1")) as remote:
-        out = harness.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
+        out = support.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
                                  {"PATH": "/usr/bin:/bin"}, timeout=30)
         assert out.returncode == 1, out.stderr
         assert "another origin" in out.stderr, out.stderr
@@ -237,7 +236,7 @@ def test_proxy_drops_an_sse_event_that_never_ends(tmp_path):
     event outgrows the limit, instead of being buffered and rescanned for ever."""
     tokens = write_tokens(tmp_path / "tokens", TOKEN)
     with hostile_remote(flood=16 << 20) as remote:
-        out = harness.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
+        out = support.run_binary(["proxy", remote.url(), "--token-file", str(tokens)],
                                  {"PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 1, out.stderr
     assert "grew beyond" in out.stderr, out.stderr

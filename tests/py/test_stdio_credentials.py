@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-import harness
+import support
 import mock_sysom as ms
-from harness import UID, payload
+from support import UID, payload
 
 pytestmark = pytest.mark.anyio
 
@@ -29,8 +29,8 @@ async def call_ok(client, name="list_history_tasks", args=None):
 
 async def test_sts_token(mock, sysom_bin, config_file):
     mock.scenario(security_token="tok-sts-valid")
-    env = harness.server_env(mock, OPENAPI_TYPE="sts", SECURITY_TOKEN="tok-sts-valid")
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, OPENAPI_TYPE="sts", SECURITY_TOKEN="tok-sts-valid")
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
     [rec] = mock.requests()
     assert rec["headers"]["x-acs-security-token"] == "tok-sts-valid"
@@ -40,24 +40,24 @@ async def test_sts_token(mock, sysom_bin, config_file):
 
 async def test_sts_openapi_prefixed_names(mock, sysom_bin, config_file):
     mock.scenario(security_token="tok-sts-2")
-    env = harness.server_env(mock, credentials=False, OPENAPI_TYPE="sts",
+    env = support.server_env(mock, credentials=False, OPENAPI_TYPE="sts",
                              OPENAPI_ACCESS_KEY_ID=mock.access_key_id, OPENAPI_ACCESS_KEY_SECRET=mock.access_key_secret,
                              OPENAPI_SECURITY_TOKEN="tok-sts-2")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
 
 
 async def test_sts_wrong_token(mock, sysom_bin, config_file):
     mock.scenario(security_token="tok-sts-valid")
-    env = harness.server_env(mock, OPENAPI_TYPE="sts", SECURITY_TOKEN="tok-sts-stale")
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, OPENAPI_TYPE="sts", SECURITY_TOKEN="tok-sts-stale")
+    async with support.open_session(env, config=config_file) as client:
         out = payload(await client.call("list_history_tasks", {"days": 1}))
     assert out["code"] != "Success" and "InvalidSecurityToken" in out["message"]
 
 
 async def test_ram_role_arn_assumes_once_and_caches(mock, sysom_bin, config_file):
-    env = harness.server_env(mock, OPENAPI_TYPE="ram_role_arn", ROLE_ARN=ROLE_ARN)
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, OPENAPI_TYPE="ram_role_arn", ROLE_ARN=ROLE_ARN)
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
         await call_ok(client, "list_clusters", {"uid": UID})
         await call_ok(client, "memgraph", {"uid": UID, "region": "cn-hangzhou", "channel": "ecs",
@@ -73,8 +73,8 @@ async def test_ram_role_arn_assumes_once_and_caches(mock, sysom_bin, config_file
 
 async def test_ram_role_arn_refreshes_expired_credentials(mock, sysom_bin, config_file):
     mock.scenario(sts_lifetime_secs=1)
-    env = harness.server_env(mock, OPENAPI_TYPE="ram_role_arn", OPENAPI_ROLE_ARN=ROLE_ARN)
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, OPENAPI_TYPE="ram_role_arn", OPENAPI_ROLE_ARN=ROLE_ARN)
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
         await asyncio.sleep(1.5)
         await call_ok(client)  # the first credentials have expired by now
@@ -82,8 +82,8 @@ async def test_ram_role_arn_refreshes_expired_credentials(mock, sysom_bin, confi
 
 
 async def test_ecs_ram_role_discovers_role(mock, sysom_bin, config_file):
-    env = harness.server_env(mock, credentials=False, OPENAPI_TYPE="ecs_ram_role")
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, credentials=False, OPENAPI_TYPE="ecs_ram_role")
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
         await call_ok(client, "list_instances", {"uid": UID})
     paths = [r["path"] for r in mock.requests(kind="metadata") if r["method"] == "GET"]
@@ -96,8 +96,8 @@ async def test_ecs_ram_role_discovers_role(mock, sysom_bin, config_file):
 
 async def test_ecs_ram_role_named(mock, sysom_bin, config_file):
     mock.scenario(ecs_role_name="NamedRole")
-    env = harness.server_env(mock, credentials=False, OPENAPI_TYPE="ecs_ram_role", ECS_RAM_ROLE="NamedRole")
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, credentials=False, OPENAPI_TYPE="ecs_ram_role", ECS_RAM_ROLE="NamedRole")
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
     paths = [r["path"] for r in mock.requests(kind="metadata")]
     assert "/latest/meta-data/ram/security-credentials/NamedRole" in paths
@@ -108,8 +108,8 @@ async def test_credentials_directory_files(mock, sysom_bin, config_file, tmp_pat
     creds.mkdir()
     (creds / "access-key-id").write_text(mock.access_key_id + "\n")  # trailing newline as `echo` leaves
     (creds / "access-key-secret").write_text(mock.access_key_secret + "\n")
-    env = harness.server_env(mock, credentials=False, CREDENTIALS_DIRECTORY=str(creds))
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, credentials=False, CREDENTIALS_DIRECTORY=str(creds))
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)
     assert mock.requests()[0]["access_key_id"] == mock.access_key_id
 
@@ -119,6 +119,6 @@ async def test_environment_beats_credentials_directory(mock, sysom_bin, config_f
     creds.mkdir()
     (creds / "access-key-id").write_text("LTAIfromfile")
     (creds / "access-key-secret").write_text("wrong-secret-from-file")
-    env = harness.server_env(mock, CREDENTIALS_DIRECTORY=str(creds))
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, CREDENTIALS_DIRECTORY=str(creds))
+    async with support.open_session(env, config=config_file) as client:
         await call_ok(client)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-import harness
-from harness import INSTANCE, MINIMAL_ARGS, UID, payload, result_text
+import support
+from support import INSTANCE, MINIMAL_ARGS, UID, payload, result_text
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ async def test_diagnosis_fail(mcp_client, mock):
 async def test_diagnosis_timeout(mock, env, config_file):
     mock.scenario(diagnosis={"final": "never"})
     env = dict(env, SYSOM_MCP_DIAGNOSIS_TIMEOUT="2")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         t0 = time.monotonic()
         out = business_error(await client.call("loadtask", DIAG_ARGS), diagnosis=True)
         elapsed = time.monotonic() - t0
@@ -177,7 +177,7 @@ async def test_malformed_upstream_json(mcp_client, mock):
 async def test_slow_upstream_hits_read_timeout(mock, env, config_file):
     mock.scenario(faults={"ListClusters": [{"delay_ms": 2000, "times": -1}]})
     env = dict(env, SYSOM_MCP_READ_TIMEOUT_MS="300", SYSOM_MCP_MAX_RETRIES="0")
-    async with harness.open_session(env, config=config_file) as client:
+    async with support.open_session(env, config=config_file) as client:
         t0 = time.monotonic()
         out = business_error(await client.call("list_clusters", {"uid": UID}))
         elapsed = time.monotonic() - t0
@@ -189,8 +189,8 @@ async def test_slow_upstream_hits_read_timeout(mock, env, config_file):
 
 
 async def test_no_credentials(mock, sysom_bin, config_file):
-    env = harness.server_env(mock, credentials=False)
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, credentials=False)
+    async with support.open_session(env, config=config_file) as client:
         assert len(await client.list_tools()) == 21
         for name, args in MINIMAL_ARGS.items():
             res = await client.call(name, args)
@@ -202,8 +202,8 @@ async def test_no_credentials(mock, sysom_bin, config_file):
 
 
 async def test_wrong_secret_reports_signature_error(mock, sysom_bin, config_file):
-    env = harness.server_env(mock, ACCESS_KEY_SECRET="not-the-secret-the-mock-knows")
-    async with harness.open_session(env, config=config_file) as client:
+    env = support.server_env(mock, ACCESS_KEY_SECRET="not-the-secret-the-mock-knows")
+    async with support.open_session(env, config=config_file) as client:
         out = business_error(await client.call("list_history_tasks", {"days": 1}))
     assert "IncompleteSignature" in out["message"] or "SignatureDoesNotMatch" in out["message"]
     recs = mock.requests(action="ListVmcoreDiagnosisTask")

@@ -7,8 +7,8 @@ import time
 import anyio
 import pytest
 
-import harness
-from harness import INSTANCE, UID, RawStdio, payload, raw_payload
+import support
+from support import INSTANCE, UID, RawStdio, payload, raw_payload
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +68,7 @@ def test_cancel_notification_stops_polling(mock, env, config_file, tmp_path):
         assert raw_payload(resp)["code"] == "Success"
 
 
-@pytest.mark.skipif(harness.MCP_MAJOR < 2, reason="mcp 1.x does not send notifications/cancelled when the "
+@pytest.mark.skipif(support.MCP_MAJOR < 2, reason="mcp 1.x does not send notifications/cancelled when the "
                                                   "caller abandons a request")
 async def test_client_side_cancellation_stops_polling(mcp_client, mock):
     mock.scenario(diagnosis={"final": "never"})

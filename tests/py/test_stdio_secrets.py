@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import harness
-from harness import INSTANCE, UID, RawStdio, raw_payload
+import support
+from support import INSTANCE, UID, RawStdio, raw_payload
 from control import MockSysom
 
 CANARY_AKID = "LTAI5tCanaryAccessKeyId"
@@ -32,7 +32,7 @@ def canary_mock():
 def canary_env(mock, tmp_path, secret=CANARY_SECRET) -> dict[str, str]:
     token_file = tmp_path / "mcp-tokens"
     token_file.write_text(f"# client tokens\n{CANARY_BEARER}\n")
-    return harness.server_env(mock, OPENAPI_TYPE="sts", ACCESS_KEY_ID=CANARY_AKID, ACCESS_KEY_SECRET=secret,
+    return support.server_env(mock, OPENAPI_TYPE="sts", ACCESS_KEY_ID=CANARY_AKID, ACCESS_KEY_SECRET=secret,
                               SECURITY_TOKEN=CANARY_TOKEN, SYSOM_MCP_TOKEN_FILE=str(token_file),
                               DASHSCOPE_API_KEY=CANARY_DASHSCOPE, RUST_LOG="trace")
 

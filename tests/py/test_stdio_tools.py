@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from harness import FIXTURES, INSTANCE, MINIMAL_ARGS, UID, payload
+from support import FIXTURES, INSTANCE, MINIMAL_ARGS, UID, payload
 import mock_sysom as ms
 
 pytestmark = pytest.mark.anyio

@@ -10,26 +10,16 @@ import http.client
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-import harness
-from systemd_support import (NotifySocket, http_request, procs, short_tmpdir, stderr_text, tcp_listening,  # noqa: F401
-                             tools_list, wait_exit, wait_healthz, wait_until)
+import support
+from support import (NotifySocket, http_request, short_tmpdir, stderr_text, tcp_listening, tools_list, wait_exit,
+                     wait_healthz, wait_until)
 
 # Replaces itself (same pid) with argv[2:] after moving fd argv[1] to 3 and setting LISTEN_PID to
 # its own pid: a faithful "systemd passed this fd" without systemd.
-FD3_EXEC = ("import os, sys\n"
-            "fd = int(sys.argv[1])\n"
-            "if fd >= 0:\n"
-            "    os.dup2(fd, 3)\n"
-            "    fd != 3 and os.close(fd)\n"
-            "os.environ['LISTEN_PID'] = str(os.getpid())\n"
-            "os.execv(sys.argv[2], sys.argv[2:])\n")
-
-
 @pytest.fixture
 def sockdir():
     d = short_tmpdir("sd-act-")
@@ -51,10 +41,10 @@ def assert_serves_tools(**where):
     assert len(out["result"]["tools"]) == 21
 
 
-def test_tcp_activation_implies_http_mode(sysom_bin, mock, config_file, procs):  # noqa: F811
-    port = harness.free_port()
-    other = harness.free_port()
-    env = harness.server_env(mock)
+def test_tcp_activation_implies_http_mode(sysom_bin, mock, config_file, procs):
+    port = support.free_port()
+    other = support.free_port()
+    env = support.server_env(mock)
     # No mode flag: LISTEN_FDS selects HTTP; --port is not bound (the inherited socket is used).
     proc = procs.activated([f"127.0.0.1:{port}"], ["--config", str(config_file), "--port", str(other)], env)
     wait_healthz(port=port, proc=proc)  # the first connection makes systemd-socket-activate exec us
@@ -65,9 +55,9 @@ def test_tcp_activation_implies_http_mode(sysom_bin, mock, config_file, procs): 
     assert proc.poll() is None
 
 
-def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
+def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):
     path = str(sockdir / "mcp.sock")
-    proc = procs.activated([path], ["--config", str(config_file)], harness.server_env(mock))
+    proc = procs.activated([path], ["--config", str(config_file)], support.server_env(mock))
     wait_healthz(unix=path, proc=proc)  # systemd-socket-activate binds asynchronously
     code, body = curl_unix(path, "/healthz")
     assert code == 200 and '"ok"' in body, (code, body)
@@ -79,12 +69,12 @@ def test_unix_activation(sysom_bin, mock, config_file, procs, sockdir):  # noqa:
     assert f"unix:{path}" in stderr_text(proc)
 
 
-def test_tcp_and_unix_sockets_at_once(sysom_bin, mock, config_file, procs, sockdir):  # noqa: F811
-    port = harness.free_port()
+def test_tcp_and_unix_sockets_at_once(sysom_bin, mock, config_file, procs, sockdir):
+    port = support.free_port()
     path = str(sockdir / "mcp.sock")
     with NotifySocket() as notify:
         proc = procs.activated([f"127.0.0.1:{port}", path], ["--config", str(config_file)],
-                               harness.server_env(mock, NOTIFY_SOCKET=notify.path))
+                               support.server_env(mock, NOTIFY_SOCKET=notify.path))
         wait_healthz(port=port, proc=proc)
         _, ready = notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=5)
     assert ready == f"READY=1\nSTATUS=serving on 127.0.0.1:{port}, unix:{path}\n".encode(), ready
@@ -97,9 +87,9 @@ def test_tcp_and_unix_sockets_at_once(sysom_bin, mock, config_file, procs, sockd
     assert f"127.0.0.1:{port}" in log and f"unix:{path}" in log, log
 
 
-def test_stdio_flag_with_inherited_sockets_is_a_config_error(sysom_bin, mock, config_file, procs):  # noqa: F811
-    port = harness.free_port()
-    proc = procs.activated([f"127.0.0.1:{port}"], ["--stdio", "--config", str(config_file)], harness.server_env(mock))
+def test_stdio_flag_with_inherited_sockets_is_a_config_error(sysom_bin, mock, config_file, procs):
+    port = support.free_port()
+    proc = procs.activated([f"127.0.0.1:{port}"], ["--stdio", "--config", str(config_file)], support.server_env(mock))
     wait_until(lambda: tcp_listening(port), 10, what="systemd-socket-activate listening")
     assert wait_exit(proc, 10) == 2
     assert "--stdio" in stderr_text(proc)
@@ -109,15 +99,18 @@ def test_stdio_flag_with_inherited_sockets_is_a_config_error(sysom_bin, mock, co
 # Malformed activation: exit non-zero, a message naming the problem, nothing listening.
 
 
-def run_direct(env_extra: dict[str, str], config_file, mock, *, fd=None, pass_fds=(), port=None) -> tuple[int, str, int]:
-    port = port or harness.free_port()
-    env = harness.server_env(mock, **env_extra)
-    argv = [str(harness.binary_path()), "--streamable-http", "--port", str(port), "--config", str(config_file)]
-    if fd is not None:
-        argv = [sys.executable, "-c", FD3_EXEC, str(fd), *argv]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20, pass_fds=pass_fds,
-                          stdin=subprocess.DEVNULL)
-    return proc.returncode, proc.stderr, port
+def run_direct(env_extra: dict[str, str], config_file, mock, *, listen=None, port=None) -> tuple[int, str, int]:
+    """Runs the binary to its exit with ``listen`` (a list of sockets or files) handed over as fds 3, ...
+    (``support.launch``); ``listen=[]`` sets LISTEN_PID but passes nothing."""
+    port = port or support.free_port()
+    env = support.server_env(mock, **env_extra)
+    proc = support.launch(["--streamable-http", "--port", str(port), "--config", str(config_file)], env,
+                          listen=listen, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        support.stop_process(proc)
+    return proc.returncode, err, port
 
 
 def assert_refused(rc: int, err: str, port: int, *needles: str):
@@ -141,13 +134,13 @@ def test_malformed_environment(sysom_bin, mock, config_file, env_extra, needles)
 
 
 def test_listen_fds_zero(sysom_bin, mock, config_file):
-    rc, err, port = run_direct({"LISTEN_FDS": "0"}, config_file, mock, fd=-1)
+    rc, err, port = run_direct({"LISTEN_FDS": "0"}, config_file, mock, listen=[])
     assert_refused(rc, err, port, "LISTEN_FDS=0")
 
 
 def test_fd3_not_open(sysom_bin, mock, config_file):
-    """LISTEN_FDS=1 but nothing at fd 3 (python's exec leaves no fd 3 behind)."""
-    rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=-1)
+    """LISTEN_FDS=1 but nothing at fd 3 (the launcher passes no descriptor beyond stderr)."""
+    rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[])
     assert_refused(rc, err, port, "fd 3", "is not open")
 
 
@@ -156,15 +149,14 @@ def test_more_fds_announced_than_passed(sysom_bin, mock, config_file):
     lsock.bind(("127.0.0.1", 0))
     lsock.listen()
     with lsock:
-        rc, err, port = run_direct({"LISTEN_FDS": "2"}, config_file, mock, fd=lsock.fileno(),
-                                   pass_fds=(lsock.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "2"}, config_file, mock, listen=[lsock])
     assert_refused(rc, err, port, "fd 4", "is not open")
 
 
 def test_regular_file_as_fd3(sysom_bin, mock, config_file, tmp_path):
     f = open(tmp_path / "plain.txt", "w+")  # noqa: SIM115
     with f:
-        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=f.fileno(), pass_fds=(f.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[f])
     assert_refused(rc, err, port, "fd 3", "not a socket")
 
 
@@ -174,7 +166,7 @@ def test_non_listening_tcp_socket_as_fd3(sysom_bin, mock, config_file, kind):
     if kind == "bound":
         s.bind(("127.0.0.1", 0))
     with s:
-        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[s])
     assert_refused(rc, err, port, "fd 3", "not listening")
 
 
@@ -182,7 +174,7 @@ def test_connected_stream_socket_as_fd3(sysom_bin, mock, config_file):
     """An Accept=yes style connection socket is not a listener."""
     a, b = socket.socketpair()
     with a, b:
-        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=a.fileno(), pass_fds=(a.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[a])
     assert_refused(rc, err, port, "fd 3", "not listening")
 
 
@@ -190,16 +182,16 @@ def test_udp_socket_as_fd3(sysom_bin, mock, config_file):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     with s:
-        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[s])
     assert_refused(rc, err, port, "fd 3", "Datagram", "stream socket")
 
 
-def test_datagram_socket_from_socket_activate(sysom_bin, mock, config_file, procs):  # noqa: F811
-    udp = harness.free_port()
-    port = harness.free_port()
+def test_datagram_socket_from_socket_activate(sysom_bin, mock, config_file, procs):
+    udp = support.free_port()
+    port = support.free_port()
     proc = procs.activated([f"127.0.0.1:{udp}"], ["--streamable-http", "--port", str(port),
                                                    "--config", str(config_file)],
-                           harness.server_env(mock), datagram=True)
+                           support.server_env(mock), datagram=True)
     time.sleep(0.3)  # systemd-socket-activate binds first, then waits for traffic
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         deadline = time.monotonic() + 10
@@ -217,37 +209,34 @@ def test_unix_datagram_socket_as_fd3(sysom_bin, mock, config_file, sockdir):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(sockdir / "dgram.sock"))
     with s:
-        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, fd=s.fileno(), pass_fds=(s.fileno(),))
+        rc, err, port = run_direct({"LISTEN_FDS": "1"}, config_file, mock, listen=[s])
     assert_refused(rc, err, port, "fd 3", "Datagram")
 
 
-def test_listening_socket_passed_by_hand_is_served(sysom_bin, mock, config_file, procs):  # noqa: F811
-    """Control for the helper above: the same path with a good socket serves, on that socket only."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen()
+def test_listening_socket_passed_by_hand_is_served(sysom_bin, mock, config_file, procs):
+    """Control for the refusals above: the same path with a good socket serves, on that socket only."""
+    lsock = support.listening_socket()
     port = lsock.getsockname()[1]
-    other = harness.free_port()
-    env = harness.server_env(mock, LISTEN_FDS="1")
+    other = support.free_port()
+    env = support.server_env(mock)
     with lsock:
-        proc = procs.popen([sys.executable, "-c", FD3_EXEC, str(lsock.fileno()), str(harness.binary_path()),
-                            "--port", str(other), "--config", str(config_file)], env, pass_fds=(lsock.fileno(),))
+        proc = procs.binary(["--port", str(other), "--config", str(config_file)], env, listen=[lsock])
     wait_healthz(port=port, proc=proc)
     assert_serves_tools(port=port)
     assert not tcp_listening(other)
     assert proc.poll() is None
 
 
-def test_ipv4_and_ipv6_sockets_at_once(sysom_bin, mock, config_file, procs):  # noqa: F811
+def test_ipv4_and_ipv6_sockets_at_once(sysom_bin, mock, config_file, procs):
     try:
         with socket.socket(socket.AF_INET6) as s6:
             s6.bind(("::1", 0))
             port6 = s6.getsockname()[1]
     except OSError:
         pytest.skip("no IPv6 loopback")
-    port4 = harness.free_port()
+    port4 = support.free_port()
     proc = procs.activated([f"127.0.0.1:{port4}", f"[::1]:{port6}"], ["--config", str(config_file)],
-                           harness.server_env(mock))
+                           support.server_env(mock))
     wait_healthz(port=port4, proc=proc)
     assert_serves_tools(port=port4)
     conn = http.client.HTTPConnection("::1", port6, timeout=10)
@@ -268,8 +257,7 @@ def test_absurd_listen_fds_count(sysom_bin, mock, config_file, count):
     lsock.listen()
     with lsock:
         try:
-            rc, err, port = run_direct({"LISTEN_FDS": count}, config_file, mock, fd=lsock.fileno(),
-                                       pass_fds=(lsock.fileno(),))
+            rc, err, port = run_direct({"LISTEN_FDS": count}, config_file, mock, listen=[lsock])
         except subprocess.TimeoutExpired:
             pytest.fail(f"LISTEN_FDS={count}: still running after 20 s instead of refusing")
     assert_refused(rc, err, port, f"LISTEN_FDS={count} is too large")

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-import harness
-from systemd_support import tcp_listening
+import support
+from support import tcp_listening
 
 
 def test_config_error_exits_2_in_http_mode(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("[server]\nnot_a_setting = true\n")
-    port = harness.free_port()
-    proc = harness.run_binary(["--streamable-http", "--port", str(port), "--config", str(cfg)],
-                              harness.server_env(mock))
+    port = support.free_port()
+    proc = support.run_binary(["--streamable-http", "--port", str(port), "--config", str(cfg)],
+                              support.server_env(mock))
     assert proc.returncode == 2, proc.stderr
     assert "not_a_setting" in proc.stderr
     assert not tcp_listening(port)
 
 
 def test_bad_flag_value_exits_2(sysom_bin, mock, config_file):
-    proc = harness.run_binary(["--streamable-http", "--port", "notaport", "--config", str(config_file)],
-                              harness.server_env(mock))
+    proc = support.run_binary(["--streamable-http", "--port", "notaport", "--config", str(config_file)],
+                              support.server_env(mock))
     assert proc.returncode == 2, proc.stderr
 
 
@@ -31,8 +31,8 @@ def test_busy_port_exits_1(sysom_bin, mock, config_file):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = harness.run_binary(["--streamable-http", "--port", str(port), "--config", str(config_file)],
-                                  harness.server_env(mock))
+        proc = support.run_binary(["--streamable-http", "--port", str(port), "--config", str(config_file)],
+                                  support.server_env(mock))
     assert proc.returncode == 1, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
 
@@ -40,8 +40,8 @@ def test_busy_port_exits_1(sysom_bin, mock, config_file):
 def run_check(mock, tmp_path, *, before: list[str] = (), after: list[str] = (), **env):
     cfg = tmp_path / "check.toml"
     if not cfg.exists():
-        cfg.write_text(f"[server]\nport = {harness.free_port()}\n")
-    return harness.run_binary(["--config", str(cfg), *before, "check", *after], harness.server_env(mock, **env),
+        cfg.write_text(f"[server]\nport = {support.free_port()}\n")
+    return support.run_binary(["--config", str(cfg), *before, "check", *after], support.server_env(mock, **env),
                               timeout=60)
 
 
@@ -107,7 +107,7 @@ def test_check_bad_config(sysom_bin, mock, tmp_path):
 def test_check_accepts_options_after_the_subcommand(sysom_bin, mock, tmp_path):
     cfg = tmp_path / "after.toml"
     cfg.write_text("")
-    proc = harness.run_binary(["check", "--config", str(cfg)], harness.server_env(mock), timeout=60)
+    proc = support.run_binary(["check", "--config", str(cfg)], support.server_env(mock), timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -118,7 +118,7 @@ def test_check_labels_flags_after_the_subcommand_and_tells_an_sts_outage_from_mi
     assert "host     = 127.0.0.1 (flag)" in proc.stdout, proc.stdout
     # ram_role_arn with an STS endpoint that refuses connections: the keys are there, STS is not.
     proc = run_check(mock, tmp_path, OPENAPI_TYPE="ram_role_arn", ROLE_ARN="acs:ram::1:role/x",
-                     SYSOM_STS_ENDPOINT=f"http://127.0.0.1:{harness.free_port()}")
+                     SYSOM_STS_ENDPOINT=f"http://127.0.0.1:{support.free_port()}")
     assert proc.returncode == 1, proc.stdout
     assert "STS or ECS metadata service" in proc.stdout, proc.stdout
     assert "set the variables in /etc/default/sysom-mcp" not in proc.stdout, "an outage reported as missing keys"

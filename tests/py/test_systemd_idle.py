@@ -6,14 +6,14 @@ from __future__ import annotations
 import socket
 import time
 
-import harness
-from systemd_support import procs, stderr_text, tcp_listening, wait_exit, wait_healthz  # noqa: F401
+import support
+from support import stderr_text, tcp_listening, wait_exit, wait_healthz
 
 
-def test_idle_exit_under_activation(sysom_bin, mock, config_file, procs):  # noqa: F811
-    port = harness.free_port()
+def test_idle_exit_under_activation(sysom_bin, mock, config_file, procs):
+    port = support.free_port()
     proc = procs.activated([f"127.0.0.1:{port}"], ["--config", str(config_file), "--idle-timeout", "2"],
-                           harness.server_env(mock))
+                           support.server_env(mock))
     wait_healthz(port=port, proc=proc)
 
     # An open (idle) connection keeps it alive past the timeout.
@@ -33,10 +33,10 @@ def test_idle_exit_under_activation(sysom_bin, mock, config_file, procs):  # noq
     assert not tcp_listening(port)
 
 
-def test_idle_timeout_ignored_without_activation(sysom_bin, mock, config_file, procs):  # noqa: F811
-    port = harness.free_port()
+def test_idle_timeout_ignored_without_activation(sysom_bin, mock, config_file, procs):
+    port = support.free_port()
     proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file),
-                         "--idle-timeout", "2"], harness.server_env(mock))
+                         "--idle-timeout", "2"], support.server_env(mock))
     wait_healthz(port=port, proc=proc)
     time.sleep(4)
     assert proc.poll() is None, stderr_text(proc)

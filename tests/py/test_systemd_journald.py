@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-import harness
-from systemd_support import (journal_argv, journal_field, parse_journal_datagram, procs,  # noqa: F401
-                             read_journal_capture, stderr_text, tools_call, tools_list, unshare_available, wait_exit,
-                             wait_healthz, wait_until)
+import support
+from support import (journal_argv, journal_field, parse_journal_datagram, read_journal_capture, stderr_text,
+                     tools_call, tools_list, unshare_available, wait_exit, wait_healthz, wait_until)
 
 BEARER = "journald-canary-bearer-token-7f3a9c"
 WRONG_BEARER = "journald-canary-wrong-token-51e0d2"
@@ -43,13 +42,13 @@ def audit_records(outfile) -> list[dict[str, list[bytes]]]:
     return [e for e in entries(outfile) if journal_field(e, "SYSOM_AUDIT") == "1"]
 
 
-def start_in_fake_journal(procs, tmp_path, mock, config_file, extra_args, **env_overrides):  # noqa: F811
-    port = harness.free_port()
+def start_in_fake_journal(procs, tmp_path, mock, config_file, extra_args, **env_overrides):
+    port = support.free_port()
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# clients\n{BEARER}\n")
     outfile = tmp_path / "journal.bin"
-    env = harness.server_env(mock, **env_overrides)
-    argv = journal_argv(outfile, [str(harness.binary_path()), "--streamable-http", "--port", str(port),
+    env = support.server_env(mock, **env_overrides)
+    argv = journal_argv(outfile, [str(support.binary_path()), "--streamable-http", "--port", str(port),
                                   "--config", str(config_file), "--token-file", str(tokens), *extra_args])
     proc = procs.popen(argv, env)
     wait_healthz(port=port, proc=proc)
@@ -60,7 +59,7 @@ def check_tool_record(proc, port, outfile, mock):
     # A rejected token is not logged either.
     status, _ = tools_list(port=port, headers={"Authorization": f"Bearer {WRONG_BEARER}"})
     assert status == 401
-    status, out = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
+    status, out = tools_call("memgraph", support.MINIMAL_ARGS["memgraph"], port=port,
                              headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200, status
     result = out["result"]["structuredContent"]
@@ -114,10 +113,10 @@ def check_tool_record(proc, port, outfile, mock):
     assert b"Bearer " not in raw
 
 
-def test_log_journald_flag(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):  # noqa: F811
+def test_log_journald_flag(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):
     proc, port, outfile = start_in_fake_journal(procs, tmp_path, mock, config_file, ["--log", "journald"])
     # A call whose envelope carries the gateway's request id: the record has it too.
-    status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port,
+    status, out = tools_call("list_all_instances", support.MINIMAL_ARGS["list_all_instances"], port=port,
                              headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200
     request_id = out["result"]["structuredContent"]["requestId"]
@@ -129,11 +128,11 @@ def test_log_journald_flag(sysom_bin, mock, config_file, procs, tmp_path, can_un
     assert "sysom_tool" not in stderr_text(proc), "journald mode also logged tool calls to stderr"
 
 
-def test_journal_stream_matching_stderr(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):  # noqa: F811
+def test_journal_stream_matching_stderr(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):
     """--log auto (the default): JOURNAL_STREAM = dev:ino of stderr selects journald."""
-    # Procs gives each process a stderr file; its (dev, ino) is known once the file exists, and
-    # the next Popen's stderr will be procN.stderr: create it first to learn its identity.
-    stderr_path = tmp_path / f"proc{procs._n + 1}.stderr"
+    # Procs gives each process a stderr file; its (dev, ino) is known once the file exists:
+    # create the next one first to learn its identity.
+    stderr_path = procs.next_stderr()
     stderr_path.write_bytes(b"")
     st = os.stat(stderr_path)
     proc, port, outfile = start_in_fake_journal(procs, tmp_path, mock, config_file, [],
@@ -142,11 +141,11 @@ def test_journal_stream_matching_stderr(sysom_bin, mock, config_file, procs, tmp
     check_tool_record(proc, port, outfile, mock)
 
 
-def test_journal_stream_not_matching_logs_to_stderr(sysom_bin, mock, config_file, procs, tmp_path,  # noqa: F811
+def test_journal_stream_not_matching_logs_to_stderr(sysom_bin, mock, config_file, procs, tmp_path,
                                                     can_unshare):
     proc, port, outfile = start_in_fake_journal(procs, tmp_path, mock, config_file, [],
                                                 SYSOM_MCP_LOG=None, JOURNAL_STREAM="1:2")
-    status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
+    status, _ = tools_call("memgraph", support.MINIMAL_ARGS["memgraph"], port=port,
                            headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200
     wait_until(lambda: "sysom_tool=memgraph" in stderr_text(proc), 5, what="tool record on stderr")
@@ -157,25 +156,25 @@ def test_journal_stream_not_matching_logs_to_stderr(sysom_bin, mock, config_file
     assert mock.access_key_secret not in err and BEARER not in err
 
 
-def test_diagnosis_record_has_request_id(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):  # noqa: F811
+def test_diagnosis_record_has_request_id(sysom_bin, mock, config_file, procs, tmp_path, can_unshare):
     proc, port, outfile = start_in_fake_journal(procs, tmp_path, mock, config_file, ["--log", "journald"])
-    status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port,
+    status, _ = tools_call("memgraph", support.MINIMAL_ARGS["memgraph"], port=port,
                            headers={"Authorization": f"Bearer {BEARER}"})
     assert status == 200
     rec = wait_until(lambda: tool_records(outfile, "memgraph"), 5, what="memgraph record")[0]
     assert journal_field(rec, "SYSOM_REQUEST_ID"), rec
 
 
-def test_journald_unavailable_falls_back_to_stderr(sysom_bin, mock, config_file, procs, tmp_path,  # noqa: F811
+def test_journald_unavailable_falls_back_to_stderr(sysom_bin, mock, config_file, procs, tmp_path,
                                                    can_unshare):
     """--log journald with no journal socket: a note, then everything on stderr; still serving."""
-    port = harness.free_port()
+    port = support.free_port()
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            'mount -t tmpfs tmpfs /run/systemd && exec "$0" "$@"', str(harness.binary_path()),
+            'mount -t tmpfs tmpfs /run/systemd && exec "$0" "$@"', str(support.binary_path()),
             "--streamable-http", "--port", str(port), "--config", str(config_file), "--log", "journald"]
-    proc = procs.popen(argv, harness.server_env(mock))
+    proc = procs.popen(argv, support.server_env(mock))
     wait_healthz(port=port, proc=proc)
-    status, _ = tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"], port=port)
+    status, _ = tools_call("memgraph", support.MINIMAL_ARGS["memgraph"], port=port)
     assert status == 200
     wait_until(lambda: "sysom_tool=memgraph" in stderr_text(proc), 5, what="tool record on stderr")
     assert "journald unavailable" in stderr_text(proc)

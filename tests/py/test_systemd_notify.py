@@ -2,8 +2,9 @@
 
 The exact datagrams are asserted: READY=1 with the listen address once the socket accepts,
 STATUS updates with sessions and running tool calls, RELOADING=1 + MONOTONIC_USEC then READY=1 on
-SIGHUP, STOPPING=1 + EXTEND_TIMEOUT_USEC on SIGTERM, WATCHDOG=1 at half of WATCHDOG_USEC and only
-while the process runs (SIGSTOP is the stalled runtime).
+SIGHUP, WATCHDOG=1 at half of WATCHDOG_USEC and only while the process runs (SIGSTOP is the stalled
+runtime). STOPPING=1 + EXTEND_TIMEOUT_USEC on SIGTERM are asserted by the SIGTERM scenarios
+themselves, in test_http_limits.py.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
-import harness
-from systemd_support import (NotifySocket, http_request, mcp_post, procs, stderr_text, tools_call,  # noqa: F401
-                             tcp_listening, wait_exit, wait_healthz, wait_until)
+import support
+from support import (Background, NotifySocket, http_request, mcp_post, stderr_text, tools_call,
+                     wait_exit, wait_healthz, wait_until)
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ def initialize_session(port: int) -> str:
     return sid
 
 
-def test_ready_status_reload_stopping_datagrams(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="6")
+def test_ready_status_reload_stopping_datagrams(sysom_bin, mock, config_file, procs, notify):
+    port = support.free_port()
+    env = support.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="6")
     proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "3"], env)
 
     # READY=1 comes first (no WATCHDOG_USEC, so nothing else), and the socket already accepts then.
@@ -73,12 +73,9 @@ def test_ready_status_reload_stopping_datagrams(sysom_bin, mock, config_file, pr
 
     mock.scenario(diagnosis={"final": "never"})  # the call stays running until the 6 s diagnosis timeout
     mark = notify.mark()
-    caller = threading.Thread(target=tools_call, args=("memgraph", harness.MINIMAL_ARGS["memgraph"]),
-                              kwargs={"port": port}, daemon=True)
-    caller.start()
+    caller = Background(tools_call, "memgraph", support.MINIMAL_ARGS["memgraph"], port=port)
     notify.wait_for(lambda d: d.startswith(b"STATUS=") and b"; 1 tool calls running\n" in d, since=mark, timeout=6)
-    caller.join(timeout=15)
-    assert not caller.is_alive()
+    caller.join(15)
     mock.reset()
 
     # SIGHUP: RELOADING=1 with MONOTONIC_USEC (CLOCK_MONOTONIC, like time.monotonic()), then READY=1.
@@ -114,28 +111,28 @@ def test_ready_status_reload_stopping_datagrams(sysom_bin, mock, config_file, pr
     assert not [d for d in notify.messages(since=mark) if d.startswith(b"READY=1")]
 
 
-def test_no_ready_when_startup_fails(sysom_bin, mock, config_file, procs, notify, tmp_path):  # noqa: F811
+def test_no_ready_when_startup_fails(sysom_bin, mock, config_file, procs, notify, tmp_path):
     """READY=1 only after listeners, config and tokens: a busy port or an unreadable token file
     means an error exit and no READY."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
-        env = harness.server_env(mock, NOTIFY_SOCKET=notify.path)
+        env = support.server_env(mock, NOTIFY_SOCKET=notify.path)
         proc = procs.binary(http_args(busy.getsockname()[1], config_file), env)
         assert wait_exit(proc, 10) == 1, stderr_text(proc)
         assert "cannot listen" in stderr_text(proc)
     finally:
         busy.close()
-    proc = procs.binary(http_args(harness.free_port(), config_file) + ["--token-file", str(tmp_path / "nope")], env)
+    proc = procs.binary(http_args(support.free_port(), config_file) + ["--token-file", str(tmp_path / "nope")], env)
     assert wait_exit(proc, 10) == 2, stderr_text(proc)
     time.sleep(0.2)
     assert not [d for d in notify.messages(watchdog=True) if d.startswith(b"READY=1")], notify.messages()
 
 
-def test_watchdog_pings_stop_while_stalled(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="400000")
+def test_watchdog_pings_stop_while_stalled(sysom_bin, mock, config_file, procs, notify):
+    port = support.free_port()
+    env = support.server_env(mock, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="400000")
     proc = procs.binary(http_args(port, config_file), env)
     notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=15)
     wait_until(lambda: "systemd watchdog enabled" in stderr_text(proc), 5, what="watchdog log line")
@@ -169,87 +166,21 @@ def test_watchdog_pings_stop_while_stalled(sysom_bin, mock, config_file, procs, 
     assert proc.poll() is None
 
 
-def test_watchdog_pid_of_another_process_disables_pings(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="400000", WATCHDOG_PID="1")
-    procs.binary(http_args(harness.free_port(), config_file), env)
+def test_watchdog_pid_of_another_process_disables_pings(sysom_bin, mock, config_file, procs, notify):
+    env = support.server_env(mock, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="400000", WATCHDOG_PID="1")
+    procs.binary(http_args(support.free_port(), config_file), env)
     notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=15)
     time.sleep(1.0)
     assert b"WATCHDOG=1\n" not in notify.messages(watchdog=True)
 
 
-def test_notify_socket_missing_is_harmless(sysom_bin, mock, config_file, procs, tmp_path):  # noqa: F811
+def test_notify_socket_missing_is_harmless(sysom_bin, mock, config_file, procs, tmp_path):
     """A NOTIFY_SOCKET that points nowhere is logged, never fatal."""
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=str(tmp_path / "absent.sock"))
+    port = support.free_port()
+    env = support.server_env(mock, NOTIFY_SOCKET=str(tmp_path / "absent.sock"))
     proc = procs.binary(http_args(port, config_file), env)
     wait_healthz(port=port, proc=proc)
     status, out = mcp_post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, port=port)
     assert status == 200 and len(out["result"]["tools"]) == 21
 
 
-# ---------------------------------------------------------------------------------------------
-# SIGTERM drain: STOPPING=1 first, running tool calls finish within the grace, then exit 0.
-
-
-def test_sigterm_drains_running_tool_call(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="20")
-    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "10"], env)
-    wait_healthz(port=port, proc=proc)
-    mock.scenario(diagnosis={"polls_before_done": 30})  # ~1.5 s of polling at 50 ms
-    answer: dict = {}
-    caller = threading.Thread(
-        target=lambda: answer.update(zip(("status", "out"), tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"],
-                                                                       port=port))), daemon=True)
-    caller.start()
-    mock.wait_for(lambda reqs: [r for r in reqs if r["action"] == "GetDiagnosisResult"])
-    mark = notify.mark()
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), since=mark, timeout=5)
-    wait_until(lambda: not tcp_listening(port), 3, what="listener closed while draining")
-    caller.join(timeout=15)
-    assert answer.get("status") == 200, answer
-    assert answer["out"]["result"]["structuredContent"]["code"] == "Success", answer
-    assert wait_exit(proc, 10) == 0
-    assert time.monotonic() - t0 < 8
-
-
-def test_sigterm_grace_over_cancels_and_exits(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path, SYSOM_MCP_DIAGNOSIS_TIMEOUT="60")
-    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "1"], env)
-    wait_healthz(port=port, proc=proc)
-    mock.scenario(diagnosis={"final": "never"})
-    answer: dict = {}
-    caller = threading.Thread(
-        target=lambda: answer.update(zip(("status", "out"), tools_call("memgraph", harness.MINIMAL_ARGS["memgraph"],
-                                                                       port=port))), daemon=True)
-    caller.start()
-    mock.wait_for(lambda reqs: [r for r in reqs if r["action"] == "GetDiagnosisResult"])
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, stopping = notify.wait_for(lambda d: d.startswith(b"STOPPING=1"), timeout=5)
-    usec = int(re.search(rb"EXTEND_TIMEOUT_USEC=(\d+)", stopping).group(1))
-    assert wait_exit(proc, 10) == 0
-    elapsed = time.monotonic() - t0
-    assert elapsed * 1e6 < usec, f"took {elapsed:.1f}s, longer than the EXTEND_TIMEOUT_USEC it announced"
-    assert "grace period over" in stderr_text(proc)
-    caller.join(timeout=5)
-
-
-def test_sigterm_with_open_sse_stream_exits_promptly(sysom_bin, mock, config_file, procs, notify):  # noqa: F811
-    port = harness.free_port()
-    env = harness.server_env(mock, NOTIFY_SOCKET=notify.path)
-    proc = procs.binary(http_args(port, config_file) + ["--shutdown-grace", "2"], env)
-    wait_healthz(port=port, proc=proc)
-    sse = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        sse.sendall(b"GET /mcp/unified HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        assert b"event: endpoint" in sse.recv(4096) or b"event: endpoint" in sse.recv(4096)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert wait_exit(proc, 10) == 0
-        assert time.monotonic() - t0 < 6, "an idle SSE stream held up shutdown"
-    finally:
-        sse.close()

@@ -13,27 +13,26 @@ import time
 
 import pytest
 
-import harness
+import support
 from control import MockSysom
-from systemd_support import (NotifySocket, mcp_post, procs, stderr_text, tools_call, tools_list, wait_healthz,  # noqa: F401
-                             wait_until)
+from support import NotifySocket, mcp_post, stderr_text, tools_call, tools_list, wait_healthz, wait_until
 
 
 
 @pytest.mark.anyio
-async def test_sighup_under_load_loses_nothing_and_keeps_sse_sessions(sysom_bin, mock, config_file, procs):  # noqa: F811
+async def test_sighup_under_load_loses_nothing_and_keeps_sse_sessions(sysom_bin, mock, config_file, procs):
     from mcp import ClientSession
     from mcp.client.sse import sse_client
 
-    port = harness.free_port()
+    port = support.free_port()
     proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file)],
-                        harness.server_env(mock))
+                        support.server_env(mock))
     wait_healthz(port=port, proc=proc)
 
     async with sse_client(f"http://127.0.0.1:{port}/mcp/unified") as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()
-            client = harness.Client(session)
+            client = support.Client(session)
             assert len(await client.list_tools()) == 21
 
             results: list[object] = []
@@ -88,7 +87,7 @@ async def test_sighup_under_load_loses_nothing_and_keeps_sse_sessions(sysom_bin,
 
             # The legacy SSE session opened before the reloads still works.
             assert len(await client.list_tools()) == 21
-            out = harness.payload(await client.call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"]))
+            out = support.payload(await client.call("list_all_instances", support.MINIMAL_ARGS["list_all_instances"]))
             assert out["code"] == "Success", out
 
     wait_until(lambda: stderr_text(proc).count("configuration reloaded") >= 3, 10, what="reload log lines")
@@ -107,7 +106,7 @@ def reload_and_wait(proc, notify: NotifySocket, what: str) -> None:
 def call_and_find(port: int, mock_a, mock_b) -> str:
     """Calls list_all_instances; returns which mock got the request ("a" or "b")."""
     na, nb = len(mock_a.requests(action="ListAllInstances")), len(mock_b.requests(action="ListAllInstances"))
-    status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port)
+    status, out = tools_call("list_all_instances", support.MINIMAL_ARGS["list_all_instances"], port=port)
     assert status == 200 and not out["result"].get("isError"), out
     assert out["result"]["structuredContent"]["code"] == "Success", out
     da = len(mock_a.requests(action="ListAllInstances")) - na
@@ -116,15 +115,15 @@ def call_and_find(port: int, mock_a, mock_b) -> str:
     return "a" if da else "b"
 
 
-def test_reload_rejects_invalid_config_and_applies_valid_one(sysom_bin, mock, tmp_path, procs):  # noqa: F811
+def test_reload_rejects_invalid_config_and_applies_valid_one(sysom_bin, mock, tmp_path, procs):
     mock_b = MockSysom(access_key_id=mock.access_key_id, access_key_secret=mock.access_key_secret)
     try:
         with NotifySocket() as notify:
-            port = harness.free_port()
+            port = support.free_port()
             cfg = tmp_path / "config.toml"
             cfg.write_text(f'endpoint = "{mock.url}"\n')
             # The endpoint comes from the file only (the environment would win over it).
-            env = harness.server_env(mock, SYSOM_ENDPOINT=None, NOTIFY_SOCKET=notify.path)
+            env = support.server_env(mock, SYSOM_ENDPOINT=None, NOTIFY_SOCKET=notify.path)
             proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(cfg)], env)
             wait_healthz(port=port, proc=proc)
             assert call_and_find(port, mock, mock_b) == "a"
@@ -155,21 +154,21 @@ def test_reload_rejects_invalid_config_and_applies_valid_one(sysom_bin, mock, tm
         mock_b.stop()
 
 
-def test_reload_picks_up_rotated_tokens_and_new_credential_files(sysom_bin, mock, config_file, tmp_path,  # noqa: F811
+def test_reload_picks_up_rotated_tokens_and_new_credential_files(sysom_bin, mock, config_file, tmp_path,
                                                                  procs):
     creds = tmp_path / "credentials"
     creds.mkdir()
     tokens = tmp_path / "tokens"
     tokens.write_text("old-token-1111\n")
-    port = harness.free_port()
+    port = support.free_port()
     with NotifySocket() as notify:
-        env = harness.server_env(mock, ACCESS_KEY_ID=None, ACCESS_KEY_SECRET=None, CREDENTIALS_DIRECTORY=str(creds),
+        env = support.server_env(mock, ACCESS_KEY_ID=None, ACCESS_KEY_SECRET=None, CREDENTIALS_DIRECTORY=str(creds),
                                  NOTIFY_SOCKET=notify.path)
         proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file),
                              "--token-file", str(tokens)], env)
         wait_healthz(port=port, proc=proc)
         auth = {"Authorization": "Bearer old-token-1111"}
-        status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port,
+        status, out = tools_call("list_all_instances", support.MINIMAL_ARGS["list_all_instances"], port=port,
                                  headers=auth)
         assert status == 200
         assert out["result"]["structuredContent"]["code"] != "Success", "answered without credentials?"
@@ -181,7 +180,7 @@ def test_reload_picks_up_rotated_tokens_and_new_credential_files(sysom_bin, mock
         reload_and_wait(proc, notify, "configuration reloaded")
         status, _ = tools_list(port=port, headers=auth)
         assert status == 401, "the removed token still works after reload"
-        status, out = tools_call("list_all_instances", harness.MINIMAL_ARGS["list_all_instances"], port=port,
+        status, out = tools_call("list_all_instances", support.MINIMAL_ARGS["list_all_instances"], port=port,
                                  headers={"Authorization": "Bearer new-token-2222"})
         assert status == 200
         assert out["result"]["structuredContent"]["code"] == "Success", out
@@ -207,7 +206,7 @@ def served_cert_cn(port: int) -> str:
     return text.strip().split("CN", 1)[1].lstrip(" =")
 
 
-def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):  # noqa: F811
+def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not installed")
     first_cert, first_key = make_cert(tmp_path, "first")
@@ -217,10 +216,10 @@ def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):  # no
     shutil.copy(first_key, live_key)
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[tls]\ncert = "{live_cert}"\nkey = "{live_key}"\n')
-    port = harness.free_port()
+    port = support.free_port()
     with NotifySocket() as notify:
         proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(cfg)],
-                            harness.server_env(mock, NOTIFY_SOCKET=notify.path))
+                            support.server_env(mock, NOTIFY_SOCKET=notify.path))
         notify.wait_for(lambda d: d.startswith(b"READY=1"), timeout=15)
         assert served_cert_cn(port) == "first"
 
@@ -236,7 +235,7 @@ def test_reload_rotates_tls_certificate(sysom_bin, mock, tmp_path, procs):  # no
         assert proc.poll() is None
 
 
-def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, config_file, tmp_path,  # noqa: F811
+def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, config_file, tmp_path,
                                                                procs):
     """`sysom-mcp reload` (the unit's ExecReload=) waits for the server: right after it exits 0,
     a removed token is refused. A rejected reload makes it exit 1 with the reason; without a
@@ -246,8 +245,8 @@ def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, 
     status_file = runtime / "reload-status"
     tokens = tmp_path / "tokens"
     tokens.write_text("old-token-1111\nnew-token-2222\n")
-    port = harness.free_port()
-    env = harness.server_env(mock, RUNTIME_DIRECTORY=str(runtime))
+    port = support.free_port()
+    env = support.server_env(mock, RUNTIME_DIRECTORY=str(runtime))
     proc = procs.binary(["--streamable-http", "--port", str(port), "--config", str(config_file),
                          "--token-file", str(tokens)], env)
     wait_healthz(port=port, proc=proc)
@@ -291,18 +290,18 @@ def test_reload_command_returns_only_once_the_new_tokens_apply(sysom_bin, mock, 
     assert "did not confirm the reload" in done.stderr, done.stderr
 
 
-def test_reload_names_each_restart_only_setting_and_keeps_it(sysom_bin, mock, tmp_path, procs):  # noqa: F811
+def test_reload_names_each_restart_only_setting_and_keeps_it(sysom_bin, mock, tmp_path, procs):
     """A reload applies what it can (here max_sessions) and names, key by key, what needs a
     restart (port, keep-alive, body limit); those keep their start-up values on both transports."""
     runtime = tmp_path / "run"
     runtime.mkdir()
-    port = harness.free_port()
+    port = support.free_port()
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'endpoint = "{mock.url}"\n[server]\nport = {port}\n')
-    env = harness.server_env(mock, SYSOM_ENDPOINT=None, RUNTIME_DIRECTORY=str(runtime))
+    env = support.server_env(mock, SYSOM_ENDPOINT=None, RUNTIME_DIRECTORY=str(runtime))
     proc = procs.binary(["--streamable-http", "--config", str(cfg)], env)
     wait_healthz(port=port, proc=proc)
-    cfg.write_text(f'endpoint = "{mock.url}"\n[server]\nport = {harness.free_port()}\nsse_keep_alive_secs = 2\n'
+    cfg.write_text(f'endpoint = "{mock.url}"\n[server]\nport = {support.free_port()}\nsse_keep_alive_secs = 2\n'
                    "max_body_bytes = 2048\n[limits]\nmax_sessions = 7\n")
     done = subprocess.run([sysom_bin, "reload", "--pid", str(proc.pid), "--status-file",
                            str(runtime / "reload-status")], capture_output=True, text=True, timeout=30)
