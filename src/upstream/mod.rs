@@ -1,6 +1,7 @@
 //! The SysOM OpenAPI client: one shared HTTPS connection pool (rustls, system CA store), signed
 //! requests, timeouts, and retries with jittered backoff for GET operations that were throttled
-//! or hit a 5xx. POSTs are never retried: InvokeDiagnosis twice would start two diagnoses.
+//! or hit a 5xx. A POST is retried only when its connection could not be opened (it provably
+//! never left): InvokeDiagnosis sent twice would start two diagnoses.
 //!
 //! The upstream is not trusted with our memory or our time: every request has a total deadline
 //! (a body that drips in one byte at a time never trips a read timeout), bodies larger than
@@ -33,7 +34,12 @@ pub enum UpstreamError {
     #[error("SysOM OpenAPI did not answer within {0:?} (read timeout)")]
     Timeout(Duration),
     #[error("cannot reach the SysOM OpenAPI at {endpoint}: {message}")]
-    Connect { endpoint: String, message: String },
+    Connect {
+        endpoint: String,
+        message: String,
+        /// The connection was never established, so the request was not sent.
+        unsent: bool,
+    },
     #[error("Error: {code} code: {status}, {message} request id: {}", request_id.as_deref().unwrap_or("-"))]
     Api {
         status: u16,
@@ -82,6 +88,15 @@ impl UpstreamError {
             Self::Api { status, code, .. } => *status >= 500 || code.starts_with("Throttling"),
             Self::Timeout(_) | Self::Connect { .. } | Self::Deadline(_) => true,
             _ => false,
+        }
+    }
+
+    /// Whether a failed `method` request may be sent again: a GET if the failure is
+    /// retryable, a POST only if it never left.
+    fn may_retry(&self, method: ops::OpMethod) -> bool {
+        match method {
+            ops::OpMethod::Get => self.is_retryable(),
+            ops::OpMethod::Post => matches!(self, Self::Connect { unsent: true, .. }),
         }
     }
 }
@@ -223,15 +238,11 @@ impl Client {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<Value, UpstreamError> {
-        let retries = match op.method {
-            ops::OpMethod::Get => self.settings.max_retries,
-            ops::OpMethod::Post => 0,
-        };
         let mut attempt = 0;
         loop {
             let result = self.call_once(op, query, body).await;
             match result {
-                Err(e) if attempt < retries && e.is_retryable() => {
+                Err(e) if attempt < self.settings.max_retries && e.may_retry(op.method) => {
                     attempt += 1;
                     let delay = backoff(attempt);
                     tracing::debug!(
@@ -297,7 +308,7 @@ impl Client {
     fn transport_error(&self, e: reqwest::Error, elapsed: Duration) -> UpstreamError {
         if e.is_timeout() && elapsed >= self.settings.request_timeout {
             UpstreamError::Deadline(self.settings.request_timeout)
-        } else if e.is_timeout() {
+        } else if e.is_timeout() && !e.is_connect() {
             UpstreamError::Timeout(self.settings.read_timeout)
         } else {
             // The innermost cause says the useful part ("connection refused", DNS, TLS).
@@ -310,6 +321,7 @@ impl Client {
             UpstreamError::Connect {
                 endpoint: redacted_url(&self.endpoint),
                 message: redact_password(&message, &self.endpoint),
+                unsent: e.is_connect(),
             }
         }
     }
@@ -391,6 +403,21 @@ mod tests {
         let s = interpret(StatusCode::BAD_GATEWAY, "<html>").unwrap_err();
         assert!(s.is_retryable());
         assert_eq!(s.code(), "HTTP502");
+    }
+
+    #[test]
+    fn a_post_is_retried_only_when_it_never_left() {
+        let refused = |unsent| UpstreamError::Connect {
+            endpoint: "http://127.0.0.1:1/".into(),
+            message: "connection refused".into(),
+            unsent,
+        };
+        assert!(refused(true).may_retry(ops::OpMethod::Post));
+        assert!(!refused(false).may_retry(ops::OpMethod::Post));
+        assert!(refused(false).may_retry(ops::OpMethod::Get));
+        let throttled = interpret(StatusCode::BAD_REQUEST, r#"{"Code":"Throttling.User"}"#);
+        assert!(!throttled.unwrap_err().may_retry(ops::OpMethod::Post));
+        assert!(!UpstreamError::Timeout(Duration::from_secs(1)).may_retry(ops::OpMethod::Post));
     }
 
     #[test]
