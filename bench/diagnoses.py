@@ -95,6 +95,11 @@ def main() -> int:
         sampler.join()
         reqs = mock.openapi_requests()
         per_sec = collections.Counter(int(r["time"] - t0) for r in reqs)
+        times, lo, sliding = sorted(r["time"] for r in reqs), 0, 0
+        for hi, t in enumerate(times):  # the most requests within any 1 s, wherever it starts
+            while t - times[lo] >= 1:
+                lo += 1
+            sliding = max(sliding, hi - lo + 1)
         invokes = sum(r["action"] == "InvokeDiagnosis" for r in reqs)
         ok = sum(isinstance(r, dict) and r.get("code") == "Success" for r in results)
         errors = collections.Counter(
@@ -116,7 +121,11 @@ def main() -> int:
             f"{len(reqs) - invokes} GetDiagnosisResult) |",
             f"| upstream req/s: ceiling / max 1 s window / mean | {args.ceiling} / "
             f"{max(per_sec.values()) if per_sec else 0} / {len(reqs) / wall:.1f} |",
+            f"| most upstream requests within any 1 s (sliding) | {sliding} |",
         ]
+        messages = collections.Counter(r.get("message", "")[:120] for r in results
+                                       if isinstance(r, dict) and r.get("code") != "Success")
+        lines += [f"| failure message (x{n}) | {m} |" for m, n in messages.most_common(3)]
         text = "\n".join(lines) + "\n"
         print(text)
         with open(os.path.join(ROOT, "bench", "diagnoses-results.md"), "w") as f:

@@ -919,9 +919,10 @@ class ControlAPI:
 
 def make_server(host: str, port: int, akid: str, secret: str, token: str | None) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"state": MockState(akid, secret, token)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    # socketserver's listen backlog is 5: a burst of new connections (a thousand diagnoses in
+    # flight) would see SYNs dropped and connect timeouts that a real gateway does not cause.
+    server_class = type("MockServer", (ThreadingHTTPServer,), {"request_queue_size": 1024, "daemon_threads": True})
+    return server_class((host, port), handler)
 
 
 def main(argv=None) -> int:
