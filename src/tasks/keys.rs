@@ -50,8 +50,9 @@ impl Origin {
 pub const KEY_FILE_ENV: &str = "SYSOM_MCP_TASK_KEY_FILE";
 
 /// Loads the ring from `explicit` (an error if it is missing) or the `task-keys` credential.
-/// `derive(label)` is the HMAC of `label` under the AccessKey secret, if there is a long-lived
-/// AccessKey.
+/// Either file holding no key (blank, or comments only) counts as no file: the unit stages an
+/// empty `explicit` file when there is no key file to copy. `derive(label)` is the HMAC of
+/// `label` under the AccessKey secret, if there is a long-lived AccessKey.
 pub fn load(
     explicit: Option<&Path>,
     credentials_dir: Option<&Path>,
@@ -60,9 +61,11 @@ pub fn load(
     if let Some(path) = explicit {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read task key file {}: {e}", path.display()))?;
-        return from_text(&text)
-            .map(|ring| (ring, Origin::File(path.to_path_buf())))
-            .map_err(|e| format!("task key file {}: {e}", path.display()));
+        if has_keys(&text) {
+            return from_text(&text)
+                .map(|ring| (ring, Origin::File(path.to_path_buf())))
+                .map_err(|e| format!("task key file {}: {e}", path.display()));
+        }
     }
     if let Some(path) = credentials_dir.map(|d| d.join(KEY_FILE)) {
         match std::fs::read_to_string(&path) {
@@ -194,6 +197,18 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), format!("{K2}\n")).unwrap();
         let (_, origin) = load(Some(&explicit), Some(dir.path()), no_access_key).unwrap();
         assert_eq!(origin, Origin::File(explicit));
+    }
+
+    #[test]
+    fn a_blank_explicit_file_is_no_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, "").unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), format!("{K2}\n")).unwrap();
+        let (_, origin) = load(Some(&staged), Some(dir.path()), no_access_key).unwrap();
+        assert_eq!(origin, Origin::File(dir.path().join(KEY_FILE)));
+        let (_, origin) = load(Some(&staged), None, no_access_key).unwrap();
+        assert_eq!(origin, Origin::Process);
     }
 
     #[test]

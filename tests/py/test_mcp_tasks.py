@@ -1,8 +1,8 @@
 """MCP tasks (io.modelcontextprotocol/tasks) with the real Python ``mcp`` 2.x client: a diagnosis
 becomes a task whose id is a sealed handle; any instance holding the key answers ``tasks/get``
 by asking SysOM, so the task outlives the instance that created it. Forged, expired, tampered
-and foreign handles are refused; the key ring comes from $CREDENTIALS_DIRECTORY/task-keys and
-rotates on SIGHUP.
+and foreign handles are refused; the key ring comes from $CREDENTIALS_DIRECTORY/task-keys (or the
+file the shipped units stage from /etc/sysom-mcp/credentials) and rotates on SIGHUP / reload.
 """
 
 from __future__ import annotations
@@ -270,6 +270,81 @@ async def test_keys_rotate_on_reload(mock, tmp_path):
         srv.wait_log("reload rejected")
         assert "too-short" not in srv.stderr()
         assert (await get_state(srv.url, new.task_id)).status in {"working", "completed"}
+
+
+def unit_lines(unit: str, key: str) -> list[str]:
+    """The values of `key=` lines of a shipped unit file."""
+    text = (harness.REPO_ROOT / unit).read_text()
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{key}=")]
+
+
+def unit_command(value: str, runtime, source, pid: int | None = None) -> list[str]:
+    """An Exec*= line of the unit as systemd would run it here: %t/%N is `runtime`, the
+    credentials directory `source`, $MAINPID the server; `+` (run privileged) dropped."""
+    import shlex
+    value = value.lstrip("+")
+    value = value.replace("%t/%N", str(runtime)).replace("/etc/sysom-mcp/credentials", str(source))
+    value = value.replace("$MAINPID", str(pid)).replace("$$", "$")
+    value = value.replace("/usr/bin/sysom-mcp", str(harness.binary_path()))
+    return shlex.split(value)
+
+
+@pytest.mark.parametrize("unit", ["systemd/sysom-mcp.service", "packaging/examples/sysom-mcp@.service"])
+async def test_the_units_reload_restages_the_key_ring(mock, tmp_path, unit):
+    """The unit copies task-keys into its runtime directory before start and again on
+    ExecReload, so rotating the ring is `systemctl reload`: a handle sealed with the old key
+    opens while that key is still listed, and not once it is dropped."""
+    mock.scenario(diagnosis={"polls_before_done": 1})
+    token = "unit-reload-token-0123456789"
+    source, runtime = tmp_path / "etc-credentials", tmp_path / "run"
+    source.mkdir()
+    runtime.mkdir()
+    (source / "mcp-tokens").write_text(f"{token}\n")
+    (source / "task-keys").write_text(f"{KEY1}\n")
+    [pre] = unit_lines(unit, "ExecStartPre")
+    subprocess.run(unit_command(pre, runtime, source), check=True, timeout=10)
+    env = fleet_env(mock, RUNTIME_DIRECTORY=str(runtime))
+    for value in unit_lines(unit, "Environment"):
+        name, _, path = value.partition("=")
+        if name in ("SYSOM_MCP_TOKEN_FILE", "SYSOM_MCP_TASK_KEY_FILE"):
+            env[name] = path.replace("%t/%N", str(runtime))
+    assert env.get("SYSOM_MCP_TASK_KEY_FILE"), f"{unit} does not point the server at a staged key file"
+    [reload_line] = unit_lines(unit, "ExecReload")
+
+    with Server(env, ["--stateless"]) as srv:
+        def reload():
+            done = subprocess.run(unit_command(reload_line, runtime, source, srv.proc.pid),
+                                  capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+
+        old = await start_task(srv.url, token=token)
+        (source / "task-keys").write_text(f"{KEY2}\n{KEY1}\n")
+        reload()
+        assert (await get_state(srv.url, old.task_id, token)).status in {"working", "completed"}, \
+            "a handle sealed with the previous key still opens"
+        new = await start_task(srv.url, token=token)
+        assert new.task_id.split(".")[1] != old.task_id.split(".")[1], "the new first key seals"
+        (source / "task-keys").write_text(f"{KEY2}\n")
+        reload()
+        assert "not issued by this service" in refusal(await get_state(srv.url, old.task_id, token))
+        assert (await get_state(srv.url, new.task_id, token)).status in {"working", "completed"}
+
+
+async def test_without_a_key_file_the_units_empty_staged_file_means_the_boot_key(mock, tmp_path):
+    """No /etc/sysom-mcp/credentials/task-keys: the unit stages an empty file, which the server
+    takes as no key file (like systemd's blank SetCredential=), not as a broken one."""
+    unit = "systemd/sysom-mcp.service"
+    source, runtime = tmp_path / "etc-credentials", tmp_path / "run"
+    source.mkdir()
+    runtime.mkdir()
+    [pre] = unit_lines(unit, "ExecStartPre")
+    subprocess.run(unit_command(pre, runtime, source), check=True, timeout=10)
+    assert (runtime / "task-keys").read_text() == ""
+    env = fleet_env(mock, RUNTIME_DIRECTORY=str(runtime), SYSOM_MCP_TASK_KEY_FILE=str(runtime / "task-keys"))
+    with Server(env, ["--stateless"]) as srv:
+        created = await start_task(srv.url)
+        assert "derived for this boot" in srv.stderr()
+        assert (await get_state(srv.url, created.task_id)).status in {"working", "completed"}
 
 
 def test_a_malformed_key_file_stops_the_start_with_exit_2(mock, tmp_path):
