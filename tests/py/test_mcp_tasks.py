@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import signal
+import subprocess
 import time
 
 import anyio
@@ -274,7 +275,7 @@ async def test_keys_rotate_on_reload(mock, tmp_path):
 
 def unit_lines(unit: str, key: str) -> list[str]:
     """The values of `key=` lines of a shipped unit file."""
-    text = (harness.REPO_ROOT / unit).read_text()
+    text = (support.REPO_ROOT / unit).read_text()
     return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{key}=")]
 
 
@@ -285,7 +286,7 @@ def unit_command(value: str, runtime, source, pid: int | None = None) -> list[st
     value = value.lstrip("+")
     value = value.replace("%t/%N", str(runtime)).replace("/etc/sysom-mcp/credentials", str(source))
     value = value.replace("$MAINPID", str(pid)).replace("$$", "$")
-    value = value.replace("/usr/bin/sysom-mcp", str(harness.binary_path()))
+    value = value.replace("/usr/bin/sysom-mcp", str(support.binary_path()))
     return shlex.split(value)
 
 

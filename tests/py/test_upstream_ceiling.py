@@ -6,8 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-import harness
-from harness import UID, payload
+import support
+from support import UID, payload
 
 pytestmark = pytest.mark.anyio
 
@@ -31,10 +31,10 @@ def busiest_window(times: list[float], width: float) -> int:
 
 async def test_many_diagnoses_all_finish_under_the_ceiling(mock, tmp_path):
     mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 1})
-    env = harness.server_env(mock, SYSOM_MCP_MAX_REQUESTS_PER_SECOND=str(CEILING),
+    env = support.server_env(mock, SYSOM_MCP_MAX_REQUESTS_PER_SECOND=str(CEILING),
                              SYSOM_MCP_POLL_INTERVAL_MS="200", SYSOM_MCP_DIAGNOSIS_TIMEOUT="300")
     results: dict[int, dict] = {}
-    async with harness.open_session(env, errlog_path=tmp_path / "stderr.log") as client:
+    async with support.open_session(env, errlog_path=tmp_path / "stderr.log") as client:
 
         async def diagnose(i: int) -> None:
             args = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": f"i-ceiling{i:03d}"}
