@@ -113,6 +113,13 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def cpu_secs(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mb(kib: float) -> float:
     return kib / 1024
 
@@ -170,19 +177,19 @@ def sysom_env(mock: Mock | None, extra: dict | None = None) -> dict:
     return env
 
 
-def start_sysom_http(args, workdir, mock=None, extra_env=None, extra_args=()) -> tuple[subprocess.Popen, int]:
+def start_sysom_http(args, workdir, mock=None, extra_env=None, extra_args=(), binary=None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = sysom_env(mock, {"SYSOM_MCP_MAX_SESSIONS": "20000", "SYSOM_MCP_MAX_CONNECTIONS_PER_IP": "20000",
                            **(extra_env or {})})
-    p = spawn([args.sysom, "--sse", "--host", "127.0.0.1", "--port", str(port), "--log", "stderr", *extra_args],
+    p = spawn([binary or args.sysom, "--sse", "--host", "127.0.0.1", "--port", str(port), "--log", "stderr", *extra_args],
               env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, f"sysom-{port}.log"), "w"))
     wait_port(port, p)
     return p, port
 
 
-def start_bare(args, workdir, body_file=None) -> tuple[subprocess.Popen, int]:
+def start_bare(args, workdir, body_file=None, content_type=None) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    p = spawn([args.bare, str(port)] + ([body_file] if body_file else []),
+    p = spawn([args.bare, str(port)] + ([body_file] if body_file else []) + ([content_type] if content_type else []),
               stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, f"bare-{port}.log"), "w"))
     wait_port(port, p)
     return p, port
@@ -290,11 +297,13 @@ def bench_overhead(args, mock: Mock, workdir: str, R: dict) -> None:
     for _ in range(10):  # warm-up (first connection, allocator)
         check_call(s.request(*CALL))
     times = []
+    cpu0 = cpu_secs(s.proc.pid)
     for _ in range(n):
         t = time.perf_counter()
         msg = s.request(*CALL)
         times.append(time.perf_counter() - t)
         check_call(msg)
+    R["stdio_cpu_per_call"] = (cpu_secs(s.proc.pid) - cpu0) / n
     R["stdio_calls"] = times
     R["stdio_conns_overhead_run"] = len({r["client_port"] for r in mock.openapi_requests()})
     log(f"stdio: {n} calls, p50 {statistics.median(times) * 1e3:.2f} ms")
@@ -335,12 +344,14 @@ def bench_overhead(args, mock: Mock, workdir: str, R: dict) -> None:
         assert st == 200, (st, body[:200])
         check_call(decode_answer(body))
     times = []
+    cpu0 = cpu_secs(p.pid)
     for _ in range(n):
         t = time.perf_counter()
         st, body = post_json(c, payload)
         times.append(time.perf_counter() - t)
         assert st == 200, (st, body[:200])
         check_call(decode_answer(body))
+    R["http_cpu_per_call"] = (cpu_secs(p.pid) - cpu0) / n
     c.close()
     R["http_calls"] = times
     R["http_conns"] = len({r["client_port"] for r in mock.openapi_requests()})
@@ -486,6 +497,114 @@ def bench_rps(args, workdir, R, body_file) -> None:
         stop(p)
 
 
+# --------------------------------------------------------------------------- in-session tools/list
+
+# wrk script for requests inside a session: every request gets its own id ("<thread>-<n>").
+WRK_SESSION_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+%s
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.gsub('%s', '"__ID__"', '"' .. tostring(tid) .. '-' .. tostring(n) .. '"')
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientCapabilities": {},
+               "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}}
+
+# (name, protocol version, what it is): the two session-era flavours (SSE answers, with and
+# without priming events) and the sessionless 2026-07-28 protocol (JSON answers).
+SESSION_MODES = (("s1125", "2025-11-25", "in a 2025-11-25 session (SSE, priming event)"),
+                 ("s0326", "2025-03-26", "in a 2025-03-26 session (SSE, no priming)"),
+                 ("m0728", "2026-07-28", "2026-07-28, no session (JSON, per-request `_meta`)"))
+
+
+def open_session(port: int, version: str) -> dict:
+    """An initialized session (headers for its requests), or the 2026-07-28 request headers."""
+    if version >= "2026-07-28":
+        return {"MCP-Protocol-Version": version, "Mcp-Method": "tools/list"}
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
+    c.request("POST", MCP_PATH, body=json.dumps(init), headers=JSON_HEADERS)
+    r = c.getresponse()
+    r.read()
+    sid = r.getheader("mcp-session-id")
+    assert r.status == 200 and sid, (r.status, sid)
+    headers = {"Mcp-Session-Id": sid}
+    if version >= "2025-06-18":  # clients send the header from 2025-06-18 on
+        headers["MCP-Protocol-Version"] = version
+    c.request("POST", MCP_PATH, body=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+              headers={**JSON_HEADERS, **headers})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 202, r.status
+    c.close()
+    return headers
+
+
+def session_request(version: str, rid) -> dict:
+    msg = {"jsonrpc": "2.0", "id": rid, "method": "tools/list", "params": {}}
+    if version >= "2026-07-28":
+        msg["params"]["_meta"] = MODERN_META
+    return msg
+
+
+def bench_session_rps(args, workdir, R) -> None:
+    """tools/list in an initialized session (and in the 2026-07-28 protocol), against
+    bare-hyper answering the very bytes of that answer, for this build and (--sysom-before)
+    the one before it."""
+    if not shutil.which("wrk"):
+        return
+    builds = [("sysom", args.sysom)] + ([("before", args.sysom_before)] if args.sysom_before else [])
+    for mode, version, _ in SESSION_MODES:
+        answer, ctype = None, None
+        for name, binary in builds:
+            p, port = start_sysom_http(args, workdir, binary=binary)
+            headers = open_session(port, version)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("POST", MCP_PATH, body=json.dumps(session_request(version, "x-1")),
+                      headers={**JSON_HEADERS, **headers})
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            got = decode_answer(body)
+            assert r.status == 200 and got["id"] == "x-1" and len(got["result"]["tools"]) == 21, (r.status, body[:300])
+            if name == "sysom":
+                answer, ctype = body, r.getheader("content-type")
+            lua = os.path.join(workdir, f"session-{mode}-{name}.lua")
+            with open(lua, "w") as f:
+                f.write(WRK_SESSION_LUA % ("\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()),
+                                           json.dumps(session_request(version, "__ID__"))))
+            wrk(lua, port, 8, 1)  # warm-up
+            for conns in (1, 32):
+                R[f"sess_{mode}_{name}_{conns}"] = r = wrk(lua, port, conns, args.wrk_secs)
+                log(f"wrk {name} {mode} c{conns}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms "
+                    f"non2xx {r['non2xx']} errors {r['errors']}")
+            stop(p)
+        body_file = os.path.join(workdir, f"answer-{mode}")
+        with open(body_file, "wb") as f:
+            f.write(answer)
+        p, port = start_bare(args, workdir, body_file, ctype)
+        lua = os.path.join(workdir, "bare-session.lua")
+        with open(lua, "w") as f:
+            f.write(WRK_LUA % json.dumps(TOOLS_LIST))
+        wrk(lua, port, 8, 1)
+        for conns in (1, 32):
+            R[f"sess_{mode}_bare_{conns}"] = wrk(lua, port, conns, args.wrk_secs)
+        R[f"sess_{mode}_bytes"] = len(answer)
+        stop(p)
+
+
 # --------------------------------------------------------------------------- SSE sessions
 
 
@@ -623,8 +742,15 @@ def bench_sse(args, workdir, R) -> None:
                 r["alive_after_hold"] = r["ok"] - r["closed_during_hold"]
             else:
                 r = asyncio.run(sse_run(port, path, n, args.sse_hold, p.pid, port))
-            time.sleep(2.5)  # a closed stream is noticed at its next keep-alive write (every 1 s)
-            r["after_close"] = proc_status(p.pid)
+            # A closed stream is noticed at its next keep-alive write (every 1 s): RSS is sampled
+            # 0.5, 2.5 and 5 s after the client closed them (the memory curve after close).
+            r["curve"] = []
+            t0 = time.monotonic()
+            for at in (0.5, 2.5, 5.0):
+                time.sleep(max(0.0, t0 + at - time.monotonic()))
+                r["curve"].append((at, proc_status(p.pid)["VmRSS"]))
+                if at == 2.5:
+                    r["after_close"] = proc_status(p.pid)
             if name == "sysom":
                 r["gauge_after_close"] = open_sessions_gauge(port)
             r["before"] = before
@@ -643,6 +769,18 @@ def ratio(a: float, b: float) -> str:
 
 def mark(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def cold_and_idle_rows(args, R, L, cold_target, idle_target) -> None:
+    """The table head, then the cold-start and idle-RSS rows, each marked against its (label, test)."""
+    L.append("| figure | sysom-mcp | bare-hyper | ratio | target | |")
+    L.append("|---|---|---|---|---|---|")
+    cs, cb = statistics.median(R["cold_sysom"]) * 1e3, statistics.median(R["cold_bare"]) * 1e3
+    L.append(f"| cold start → first `tools/list` answer, median of {args.cold_runs} | {cs:.1f} ms | {cb:.1f} ms | "
+             f"{ratio(cs, cb)} | {cold_target[0]} | {mark(cold_target[1](cs, cb))} |")
+    i_s, i_b = R["idle_sysom"], R["idle_bare"]
+    L.append(f"| idle RSS after start + one `tools/list` | {mb(i_s['VmRSS']):.1f} MiB | {mb(i_b['VmRSS']):.1f} MiB | "
+             f"{ratio(i_s['VmRSS'], i_b['VmRSS'])} | {idle_target[0]} | {mark(idle_target[1](i_s['VmRSS']))} |")
 
 
 def report(args, R) -> str:
@@ -683,17 +821,69 @@ def report(args, R) -> str:
              f"{args.calls + 10} |")
     L.append(f"| the {args.calls + 10} timed HTTP calls above | {R['http_conns']} | {args.calls + 10} |")
     L.append("")
+    L.append(f"Server CPU per call (user + system time of the sysom-mcp process over the {args.calls} timed calls / "
+             f"{args.calls}): stdio {R['stdio_cpu_per_call'] * 1e3:.2f} ms, HTTP {R['http_cpu_per_call'] * 1e3:.2f} ms.\n")
+
+    # Issue 16
+    L.append("## Issue 16: in-session tool lists, lighter SSE sessions, a smaller idle footprint\n")
+    cold_and_idle_rows(args, R, L, ("≤ 3×", lambda cs, cb: cs <= 3 * cb), ("≤ 8 MiB", lambda kib: kib <= 8 * 1024))
+    n = args.sse_many
+    sm, bm = R[f"sse_sysom_{n}"], R[f"sse_bare_{n}"]
+    per_s = (sm["status"]["VmRSS"] - sm["before"]["VmRSS"]) / max(1, sm["ok"])
+    per_b = (bm["status"]["VmRSS"] - bm["before"]["VmRSS"]) / max(1, bm["ok"])
+    L.append(f"| memory per idle open legacy SSE session ({n:,} held) | {per_s:.1f} KiB | {per_b:.1f} KiB | "
+             f"{ratio(per_s, per_b)} | ≤ 8 KiB | {mark(per_s <= 8)} |")
+    last_s, last_b = sm["curve"][-1], bm["curve"][-1]
+    L.append(f"| RSS {last_s[0]:.0f} s after the {n:,} sessions closed / before they opened | "
+             f"{mb(last_s[1]):.1f} / {mb(sm['before']['VmRSS']):.1f} MiB | {mb(last_b[1]):.1f} / "
+             f"{mb(bm['before']['VmRSS']):.1f} MiB | {last_s[1] / sm['before']['VmRSS']:.2f} (sysom-mcp) | "
+             f"≤ 1.2 | {mark(last_s[1] <= 1.2 * sm['before']['VmRSS'])} |")
+    for label, key in (("stdio", "stdio_calls"), ("HTTP", "http_calls")):
+        t = [x * 1e3 for x in R[key]]
+        over = pct(t, 99) - R["upstream_rtt_p99"]
+        L.append(f"| tool-call overhead p99 ({label}, c=1): call p99 − upstream RTT p99 | {over:.2f} ms | | | "
+                 f"< 1 ms | {mark(over < 1)} |")
+    for mode, _, what in SESSION_MODES:
+        for conns in (1, 32):
+            k = f"sess_{mode}_sysom_{conns}"
+            if k not in R:
+                continue
+            s_, b_ = R[k], R[f"sess_{mode}_bare_{conns}"]
+            L.append(f"| `tools/list` req/s {what}, c={conns} | {s_['rps']:.0f} | {b_['rps']:.0f} | "
+                     f"{ratio(s_['rps'], b_['rps'])} | ≥ 0.5× | {mark(s_['rps'] >= 0.5 * b_['rps'])} |")
+    L.append("")
+    if any(k.startswith("sess_") and "_before_" in k for k in R):
+        L.append("The in-session runs against the build before these changes (`--sysom-before`), same run:\n")
+        L.append("| `tools/list` | before: req/s (ratio to bare-hyper) | now: req/s (ratio) |")
+        L.append("|---|---|---|")
+        for mode, _, what in SESSION_MODES:
+            for conns in (1, 32):
+                k = f"sess_{mode}_before_{conns}"
+                if k not in R:
+                    continue
+                b_, o_, n_ = R[f"sess_{mode}_bare_{conns}"], R[k], R[f"sess_{mode}_sysom_{conns}"]
+                L.append(f"| {what}, c={conns} | {o_['rps']:.0f} ({ratio(o_['rps'], b_['rps'])}) | "
+                         f"{n_['rps']:.0f} ({ratio(n_['rps'], b_['rps'])}) |")
+        L.append("")
+    L.append("- In-session runs: one session per server, opened with `initialize` and "
+             "`notifications/initialized`; every request carries `Mcp-Session-Id` (and `MCP-Protocol-Version` "
+             "from 2025-06-18 on) and its own id; HTTP/1.1 keep-alive. bare-hyper answers the very bytes (and "
+             "content type) sysom-mcp sent for that mode: " + ", ".join(
+                 f"{mode} {R[f'sess_{mode}_bytes']:,} bytes" for mode, _, _ in SESSION_MODES
+                 if f"sess_{mode}_bytes" in R) + ". Non-2xx / socket errors: " + ", ".join(
+                 f"{k[5:]} {R[k]['non2xx']}/{R[k]['errors']}" for k in sorted(R)
+                 if k.startswith("sess_") and not k.endswith("_bytes")) + ".")
+    for name, key in (("sysom-mcp", "sysom"), ("bare-hyper", "bare")):
+        r = R[f"sse_{key}_{n}"]
+        L.append(f"- Memory curve, {name}, {n:,} legacy SSE sessions: {r['before']['VmRSS']} KiB before, "
+                 f"{r['status']['VmRSS']} KiB held (RssAnon {r['status']['RssAnon']}), then "
+                 + ", ".join(f"{kib} KiB {at:g} s after close" for at, kib in r["curve"]) + ".")
+    L.append("")
 
     # Issue 4
     L.append("## Issue 4: the HTTP server against bare hyper\n")
-    L.append("| figure | sysom-mcp | bare-hyper | ratio | target | |")
-    L.append("|---|---|---|---|---|---|")
-    cs, cb = statistics.median(R["cold_sysom"]) * 1e3, statistics.median(R["cold_bare"]) * 1e3
-    L.append(f"| cold start → first `tools/list` answer, median of {args.cold_runs} | {cs:.1f} ms | {cb:.1f} ms | "
-             f"{ratio(cs, cb)} | < 30 ms | {mark(cs < 30)} |")
+    cold_and_idle_rows(args, R, L, ("< 30 ms", lambda cs, cb: cs < 30), ("< 12 MB", lambda kib: kib * 1024 < 12e6))
     i_s, i_b = R["idle_sysom"], R["idle_bare"]
-    L.append(f"| idle RSS after start + one `tools/list` | {mb(i_s['VmRSS']):.1f} MiB | {mb(i_b['VmRSS']):.1f} MiB | "
-             f"{ratio(i_s['VmRSS'], i_b['VmRSS'])} | < 12 MB | {mark(i_s['VmRSS'] * 1024 < 12e6)} |")
     s1, b1 = R["sse_sysom_1000"], R["sse_bare_1000"]
     L.append(f"| RSS with 1,000 open legacy SSE sessions | {mb(s1['status']['VmRSS']):.1f} MiB | "
              f"{mb(b1['status']['VmRSS']):.1f} MiB | {ratio(s1['status']['VmRSS'], b1['status']['VmRSS'])} | "
@@ -768,7 +958,8 @@ def main() -> int:
     ap.add_argument("--mock", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke test")
-    ap.add_argument("--budget-secs", type=int, default=540, help="hard stop for the whole run")
+    ap.add_argument("--budget-secs", type=int, default=780, help="hard stop for the whole run")
+    ap.add_argument("--sysom-before", help="an older sysom-mcp build, measured in the in-session runs too")
     args = ap.parse_args()
     args.calls = 30 if args.quick else 300
     args.latency_ms = 20
@@ -790,6 +981,7 @@ def main() -> int:
         bench_cold_start(args, workdir, R)
         body_file = bench_idle_rss(args, workdir, R)
         bench_rps(args, workdir, R, body_file)
+        bench_session_rps(args, workdir, R)
         bench_sse(args, workdir, R)
         text = report(args, R)
     finally:

@@ -2,7 +2,8 @@
 # sysom-mcp benchmarks (issues 3 and 4): builds the release binary and bench/bare-hyper, then
 # runs bench/bench.py, which prints a Markdown table and writes bench/results.md.
 #
-#   bench/run.sh            full run (a few minutes on 2 cores, bounded at 10)
+#   bench/run.sh            full run (a few minutes on 2 cores, bounded at 14)
+#   bench/run.sh --sysom-before OLD_BINARY   also measures an older build in the in-session runs
 #   bench/run.sh --quick    small counts, a smoke test of the script itself
 #
 # Needs: cargo, python3 (stdlib only), wrk (installed with apt-get if missing and possible).
@@ -38,7 +39,7 @@ CARGO_TARGET_DIR="$ROOT/target/bench" timeout 600 cargo build --release --quiet 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [[ $(ulimit -n) -lt 20400 ]]; then ulimit -n 20400 2>/dev/null || true; fi
 
-timeout --signal=TERM --kill-after=10 600 python3 bench/bench.py \
+timeout --signal=TERM --kill-after=10 840 python3 bench/bench.py \
     --sysom "$ROOT/target/release/sysom-mcp" \
     --bare "$ROOT/target/bench/release/bare-hyper" \
     --mock "$ROOT/tests/mock_sysom/mock_sysom.py" \

@@ -1,5 +1,6 @@
-//! bare-hyper PORT [BODY_FILE]: POST (any path) answers a fixed JSON body (BODY_FILE's bytes, or a
-//! tiny JSON-RPC result); GET answers an SSE stream that sends one `endpoint` event and stays open.
+//! bare-hyper PORT [BODY_FILE [CONTENT_TYPE]]: POST (any path) answers a fixed body (BODY_FILE's
+//! bytes, or a tiny JSON-RPC result) as CONTENT_TYPE (default application/json); GET answers an SSE
+//! stream that sends one `endpoint` event and stays open.
 use std::{convert::Infallible, pin::Pin, task::{Context, Poll}};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::{body::{Body, Bytes, Frame, Incoming}, server::conn::http1, service::service_fn, Method, Request, Response};
@@ -20,11 +21,12 @@ impl Body for Sse {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("usage: bare-hyper PORT [BODY_FILE]");
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("usage: bare-hyper PORT [BODY_FILE [CONTENT_TYPE]]");
     let body = Bytes::from(match args.next() {
         Some(f) => std::fs::read(f).expect("BODY_FILE is readable"),
         None => br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec(),
     });
+    let content_type: &'static str = Box::leak(args.next().unwrap_or_else(|| "application/json".into()).into_boxed_str());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -37,7 +39,7 @@ async fn main() {
                 Ok::<_, Infallible>(if get {
                     Response::builder().header("content-type", "text/event-stream").body(Either::Right(Sse(false))).unwrap()
                 } else {
-                    Response::builder().header("content-type", "application/json").body(Either::Left(Full::new(body))).unwrap()
+                    Response::builder().header("content-type", content_type).body(Either::Left(Full::new(body))).unwrap()
                 })
             }
         })));
