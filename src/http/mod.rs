@@ -10,12 +10,14 @@ pub(crate) mod limits;
 pub(crate) mod rmcp_compat;
 pub(crate) mod router;
 pub(crate) mod serve;
+pub(crate) mod session_fast;
 pub(crate) mod tls;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -66,9 +68,16 @@ pub struct State {
     loopback_only: bool,
     /// The `tools/list` result for each set of scopes, serialised once (see [`Scopes::index`]).
     tools_list_json: Vec<String>,
-    /// Who opened each stateful Streamable HTTP session (its principal's id): only that
-    /// principal may use or delete it.
-    owners: Mutex<HashMap<String, String>>,
+    /// Who opened each stateful Streamable HTTP session: only that principal may use or
+    /// delete it.
+    owners: Mutex<HashMap<String, Owner>>,
+}
+
+/// The principal that opened a stateful session, and when a request of the session last
+/// reached rmcp (which resets rmcp's idle timer; see [`session_fast`]).
+struct Owner {
+    principal: String,
+    forwarded: std::time::Instant,
 }
 
 /// The `Mcp-Session-Id` header of a request or response, if it is text.
@@ -195,7 +204,26 @@ impl State {
     /// session is not one this server recorded (rmcp then answers for unknown ids itself).
     fn owns_session(&self, id: &str, principal: &Principal) -> bool {
         let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-        owners.get(id).is_none_or(|owner| *owner == principal.id())
+        owners
+            .get(id)
+            .is_none_or(|owner| owner.principal == principal.id())
+    }
+
+    /// Whether `principal` is the recorded owner of the session `id` and a request of it
+    /// reached rmcp less than `refresh` ago.
+    fn owned_and_fresh(&self, id: &str, principal: &Principal, refresh: Duration) -> bool {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.get(id).is_some_and(|owner| {
+            owner.principal == principal.id() && owner.forwarded.elapsed() < refresh
+        })
+    }
+
+    /// Notes that a request of the session `id` is going to rmcp.
+    fn forwarded(&self, id: &str) {
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owner) = owners.get_mut(id) {
+            owner.forwarded = std::time::Instant::now();
+        }
     }
 
     /// Records who opened a session; forgets sessions rmcp no longer holds once the map grows
@@ -204,7 +232,13 @@ impl State {
         let max = self.config.load().limits.max_sessions;
         let stale: Vec<String> = {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-            owners.insert(id.to_string(), principal.id());
+            owners.insert(
+                id.to_string(),
+                Owner {
+                    principal: principal.id(),
+                    forwarded: std::time::Instant::now(),
+                },
+            );
             if owners.len() <= max {
                 return;
             }
@@ -261,6 +295,9 @@ impl State {
             )
             .emit();
             return router::unknown_session();
+        }
+        if let Some(id) = &requested {
+            self.forwarded(id);
         }
         let creates_session =
             req.method() == http::Method::POST && !req.headers().contains_key("mcp-session-id");

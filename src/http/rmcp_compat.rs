@@ -34,15 +34,17 @@ pub(crate) fn tools_list_json(tools: Vec<Tool>) -> String {
     tools_list.to_string()
 }
 
-/// Answers a sessionless `tools/list` or `ping` from a prepared body. The tool list never
-/// changes while the process runs, and building and serialising its 34 KB for every request
-/// cost most of the time of a stateless `tools/list` (see bench/README.md). Requests of the
-/// 2026-07-28 protocol, and list requests with a cursor, still go through rmcp.
-pub(crate) fn prepared_answer(
-    tools_list_json: &str,
-    message: &Value,
+/// The prepared result answering `message`, a `tools/list` or `ping`, and the id to echo: the
+/// tool list never changes while the process runs, and building and serialising its 34 KB for
+/// every request cost most of the time of a `tools/list` (see bench/README.md). None (rmcp
+/// answers) for other methods, list requests with a cursor, requests carrying `_meta` (rmcp
+/// checks per-request protocol metadata in it), and protocol versions other than the
+/// session-era ones.
+pub(crate) fn prepared_result<'a>(
+    tools_list_json: &'a str,
+    message: &'a Value,
     headers: &HeaderMap,
-) -> Option<Response<Body>> {
+) -> Option<(&'a Value, &'a str)> {
     if let Some(v) = headers.get("mcp-protocol-version") {
         let v = v.to_str().ok()?;
         if !PREPARED_VERSIONS.contains(&v) {
@@ -52,8 +54,9 @@ pub(crate) fn prepared_answer(
     let id = message
         .get("id")
         .filter(|id| id.is_string() || id.is_number())?;
-    let params = message.get("params");
-    if params.and_then(|p| p.get("cursor")).is_some() {
+    if let Some(params) = message.get("params")
+        && (params.get("cursor").is_some() || params.get("_meta").is_some())
+    {
         return None;
     }
     let result = match message.get("method").and_then(Value::as_str)? {
@@ -61,10 +64,26 @@ pub(crate) fn prepared_answer(
         "ping" => "{}",
         _ => return None,
     };
+    Some((id, result))
+}
+
+/// The JSON-RPC answer `{"jsonrpc":"2.0","id":…,"result":…}` as rmcp serialises it.
+pub(crate) fn jsonrpc_result(id: &Value, result: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+}
+
+/// Answers a sessionless `tools/list` or `ping` from a prepared body (see [`prepared_result`]).
+/// Requests of the 2026-07-28 protocol still go through rmcp.
+pub(crate) fn prepared_answer(
+    tools_list_json: &str,
+    message: &Value,
+    headers: &HeaderMap,
+) -> Option<Response<Body>> {
+    let (id, result) = prepared_result(tools_list_json, message, headers)?;
     Some(router::full(
         StatusCode::OK,
         "application/json",
-        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+        jsonrpc_result(id, result),
     ))
 }
 

@@ -670,6 +670,12 @@ async fn mcp(
                 return resp;
             }
             if has_session {
+                if let Some(resp) = state
+                    .in_session_answer(&message, &parts.headers, &principal)
+                    .await
+                {
+                    return resp;
+                }
                 return state
                     .stateful(Request::from_parts(parts, Full::new(body)), &principal)
                     .await;
