@@ -4,7 +4,10 @@
 //! A GET opens an event stream whose first event, `endpoint`, names the URL to POST messages
 //! to (`{path}/messages?sessionId=…`). Each stream is one MCP session: an rmcp service runs over
 //! a pair of channels (client→server fed by the POSTs, server→client written as `message`
-//! events), with keep-alive comments so proxies do not cut an idle stream.
+//! events), with keep-alive comments so proxies do not cut an idle stream. The service is
+//! started by the session's first POST, not by the GET: an open stream that has sent nothing
+//! yet costs its connection, one task and two small channels (issue 16: about 28 KiB of the
+//! 40 KiB an idle session took was the rmcp service and its channels).
 //!
 //! A client that POSTs but never reads its stream must not make the server queue answers for
 //! it without bound: each session admits at most [`MAX_IN_FLIGHT`] requests whose answer has
@@ -37,6 +40,10 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Requests of one session whose answer has not been written yet, by their JSON id.
 const MAX_IN_FLIGHT: usize = 64;
+/// Capacity of a session's channels: client→server messages, server→client messages, and
+/// encoded events waiting for the connection. A slow reader is bounded by [`MAX_IN_FLIGHT`]
+/// and [`SLOW_READER_GRACE`]; the channels only smooth bursts.
+const CHANNEL_CAPACITY: usize = 8;
 /// How long the stream may stay unwritable (the client not reading) before it is closed.
 const SLOW_READER_GRACE: Duration = Duration::from_secs(10);
 
@@ -45,9 +52,56 @@ type InFlight = Arc<Mutex<HashSet<String>>>;
 struct Session {
     /// The id of the principal that opened the session: only it may post to it.
     owner: String,
-    inbound: mpsc::Sender<ClientJsonRpcMessage>,
+    /// The running service's input, once the first POST has started it...
+    inbound: Option<mpsc::Sender<ClientJsonRpcMessage>>,
+    /// ...and until then what starts it.
+    starter: Option<Box<Starter>>,
     last_seen: Arc<Mutex<Instant>>,
     in_flight: InFlight,
+}
+
+/// What the first POST of a session needs to start its rmcp service.
+struct Starter {
+    server: SysomServer,
+    outbound: mpsc::Sender<ServerJsonRpcMessage>,
+    ct: CancellationToken,
+}
+
+impl Starter {
+    /// Spawns the session's rmcp service; returns its input.
+    fn start(self) -> mpsc::Sender<ClientJsonRpcMessage> {
+        let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
+        let Starter {
+            server,
+            outbound,
+            ct,
+        } = self;
+        // The out sink errors are never fatal to the sink type, so map them into io errors.
+        let sink =
+            outbound.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
+        tokio::spawn(async move {
+            match server.serve_with_ct((sink, in_rx), ct.clone()).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => tracing::debug!(error = %e, "legacy SSE session ended before initialize"),
+            }
+            ct.cancel();
+        });
+        in_tx
+    }
+}
+
+impl Session {
+    /// The running service's input, starting the service if this is the first message.
+    fn sender(&mut self) -> Option<mpsc::Sender<ClientJsonRpcMessage>> {
+        if self.inbound.is_none()
+            && let Some(starter) = self.starter.take()
+        {
+            self.inbound = Some(starter.start());
+        }
+        self.inbound.clone()
+    }
 }
 
 fn id_key(id: &rmcp::model::RequestId) -> String {
@@ -91,9 +145,9 @@ impl Registry {
         shutdown: CancellationToken,
     ) -> Response<Body> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(32);
-        let (out_tx, mut out_rx) = mpsc::channel::<ServerJsonRpcMessage>(32);
-        let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let (out_tx, mut out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
+        let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
+        let ct = shutdown.child_token();
         let last_seen = Arc::new(Mutex::new(Instant::now()));
         let in_flight = InFlight::default();
         self.sessions
@@ -103,30 +157,18 @@ impl Registry {
                 id.clone(),
                 Session {
                     owner,
-                    inbound: in_tx,
+                    inbound: None,
+                    starter: Some(Box::new(Starter {
+                        server,
+                        outbound: out_tx,
+                        ct: ct.clone(),
+                    })),
                     last_seen: last_seen.clone(),
                     in_flight: in_flight.clone(),
                 },
             );
         metrics::sessions_changed("sse", 1);
         tracing::debug!(session = %id, "legacy SSE session opened");
-
-        let ct = shutdown.child_token();
-        let service_ct = ct.clone();
-        // The out sink errors are never fatal to the sink type, so map them into io errors.
-        let sink = out_tx.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
-        tokio::spawn(async move {
-            match server
-                .serve_with_ct((sink, in_rx), service_ct.clone())
-                .await
-            {
-                Ok(running) => {
-                    let _ = running.waiting().await;
-                }
-                Err(e) => tracing::debug!(error = %e, "legacy SSE session ended before initialize"),
-            }
-            service_ct.cancel();
-        });
 
         let endpoint = format!("event: endpoint\ndata: {message_path}?sessionId={id}\n\n");
         let registry = self.clone();
@@ -206,13 +248,13 @@ impl Registry {
         principal: &Principal,
         body: &[u8],
     ) -> Result<(), PostError> {
-        let (mut inbound, last_seen, in_flight) = {
+        let (last_seen, in_flight) = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let s = sessions
                 .get(session_id)
                 .filter(|s| s.owner == principal.id())
                 .ok_or(PostError::UnknownSession)?;
-            (s.inbound.clone(), s.last_seen.clone(), s.in_flight.clone())
+            (s.last_seen.clone(), s.in_flight.clone())
         };
         let mut message: ClientJsonRpcMessage =
             serde_json::from_slice(body).map_err(|e| PostError::Malformed(e.to_string()))?;
@@ -241,6 +283,14 @@ impl Registry {
                 .remove(&id_key(id));
         }
         *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        // The first message that gets this far starts the session's service.
+        let mut inbound = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(session_id)
+            .and_then(Session::sender)
+            .ok_or(PostError::Closed)?;
         inbound.send(message).await.map_err(|_| PostError::Closed)
     }
 }
