@@ -12,7 +12,11 @@ from typing import Any, Awaitable, Callable, Literal
 
 import anyio
 
+import support
+
 TASKS = "io.modelcontextprotocol/tasks"
+# The protocol version of stateless MCP (the mode tasks are tested in).
+MODERN = "2026-07-28"
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
@@ -104,3 +108,13 @@ if available():
                 return mcp_types.CallToolResult(content=[mcp_types.TextContent(
                     type="text", text=f"task ended {state.status}")], is_error=True)
             return mcp_types.CallToolResult.model_validate(state.result)
+
+    def client(url: str, ext: TasksExtension | None = None, token: str | None = None):
+        """An mcp 2.x ``Client`` of ``url`` in the stateless (MODERN) mode, with ``ext`` (by default
+        a TasksExtension that follows each task to its end) and, if given, a bearer token."""
+        from mcp.client.client import Client
+        server = url
+        if token is not None:
+            from mcp.client.streamable_http import streamable_http_client
+            server = streamable_http_client(url, http_client=support.http_client(support.bearer(token)))
+        return Client(server, extensions=[ext or TasksExtension()], mode=MODERN)

@@ -141,8 +141,7 @@ async def follow_through(url: str, handle: str, timeout: float = 60) -> "ts.Task
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            from mcp.client.client import Client
-            async with Client(url, extensions=[ts.TasksExtension()], mode="2026-07-28") as c:
+            async with ts.client(url) as c:
                 state = await ts.get_task(c.session, handle)
             if state.status in ts.TERMINAL:
                 return state

@@ -30,7 +30,6 @@ pytestmark = [
 DIAG_ARGS = {"uid": UID, "region": "cn-hangzhou", "channel": "ecs", "instance": INSTANCE}
 KEY1 = "fleet-test-key-one-0123456789abcdef0123"
 KEY2 = "fleet-test-key-two-0123456789abcdef0123"
-MODERN = "2026-07-28"
 
 
 def b64(data: bytes) -> str:
@@ -63,17 +62,6 @@ def fleet_env(mock, creds=None, **extra):
     return env
 
 
-def client(url: str, ext=None, token: str | None = None):
-    from mcp.client.client import Client
-    server = url
-    if token is not None:
-        import httpx2
-        from mcp.client.streamable_http import streamable_http_client
-        server = streamable_http_client(url, http_client=httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, trust_env=False))
-    return Client(server, extensions=[ext or ts.TasksExtension()], mode=MODERN)
-
-
 async def start_task(url: str, name: str = "memgraph", args: dict | None = None,
                      token: str | None = None) -> "ts.TaskCreated":
     """tools/call as a task; returns the task without following it."""
@@ -84,7 +72,7 @@ async def start_task(url: str, name: str = "memgraph", args: dict | None = None,
         def __init__(self, created):
             self.created = created
 
-    async with client(url, ts.TasksExtension(poll=keep), token) as c:
+    async with ts.client(url, ts.TasksExtension(poll=keep), token) as c:
         try:
             await c.call_tool(name, args or DIAG_ARGS)
         except _Created as got:
@@ -96,7 +84,7 @@ async def get_state(url: str, handle: str, token: str | None = None):
     """tasks/get through a fresh client: the TaskState, or the MCPError it was refused with
     (caught inside the client, whose task group would wrap it)."""
     from mcp.shared.exceptions import MCPError
-    async with client(url, token=token) as c:
+    async with ts.client(url, token=token) as c:
         try:
             return await ts.get_task(c.session, handle)
         except MCPError as e:
@@ -120,7 +108,7 @@ async def test_a_diagnosis_becomes_a_task_and_completes_through_tasks_get(mock, 
     mock.scenario(diagnosis={"polls_before_done": 3})
     with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless"]) as srv:
         ext = ts.TasksExtension()
-        async with client(srv.url, ext) as c:
+        async with ts.client(srv.url, ext) as c:
             result = await c.call_tool("memgraph", DIAG_ARGS)
     created, final = ext.created[0], ext.final[0]
     assert created.status == "working" and created.poll_interval_ms, created
@@ -146,7 +134,7 @@ async def test_a_failed_diagnosis_is_a_completed_task_with_an_error_result(mock,
     mock.scenario(diagnosis={"polls_before_done": 1, "final": "Fail"})
     with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless"]) as srv:
         ext = ts.TasksExtension()
-        async with client(srv.url, ext) as c:
+        async with ts.client(srv.url, ext) as c:
             result = await c.call_tool("memgraph", DIAG_ARGS)
     assert ext.final[0].status == "completed"
     assert result.is_error and result.structured_content["code"] == "TaskExecuteFailed", result
@@ -166,11 +154,11 @@ async def test_a_task_created_on_a_completes_on_b_after_a_is_killed(mock, tmp_pa
         async def on_b(created, ctx):
             a.proc.kill()  # SIGKILL: nothing of A survives
             a.proc.wait()
-            async with client(b.url) as cb:
+            async with ts.client(b.url) as cb:
                 return await ts.follow(cb.session, created.task_id, states=states)
 
         ext = ts.TasksExtension(poll=on_b)
-        async with client(a.url, ext) as ca:
+        async with ts.client(a.url, ext) as ca:
             await ca.list_tools()  # the output schema the client checks the result against
             result = await ca.call_tool("memgraph", DIAG_ARGS)
     assert a.proc.returncode == -signal.SIGKILL
@@ -184,7 +172,7 @@ async def test_without_a_key_file_instances_of_one_host_share_the_boot_key(mock)
     mock.scenario(diagnosis={"polls_before_done": 2})
     with Server(fleet_env(mock), ["--stateless"]) as a, Server(fleet_env(mock), ["--stateless"]) as b:
         created = await start_task(a.url)
-        async with client(b.url) as cb:
+        async with ts.client(b.url) as cb:
             final = await ts.follow(cb.session, created.task_id)
         assert "derived for this boot" in a.stderr()
     assert final.status == "completed"
@@ -230,7 +218,7 @@ async def test_cancel_marks_the_task_cancelled_on_that_instance(mock, tmp_path):
     mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 30})
     with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless"]) as srv:
         created = await start_task(srv.url)
-        async with client(srv.url) as c:
+        async with ts.client(srv.url) as c:
             await ts.cancel_task(c.session, created.task_id)
             state = await ts.get_task(c.session, created.task_id)
     assert state.status == "cancelled"
@@ -363,7 +351,7 @@ async def test_two_concurrent_task_clients_get_their_own_results(mock, tmp_path)
         results = []
 
         async def one(instance):
-            async with client(srv.url) as c:
+            async with ts.client(srv.url) as c:
                 results.append(await c.call_tool("memgraph", dict(DIAG_ARGS, instance=instance)))
 
         async with anyio.create_task_group() as tg:
