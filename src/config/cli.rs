@@ -20,6 +20,8 @@ CREDENTIALS (environment or $CREDENTIALS_DIRECTORY files; never in the config fi
   CREDENTIALS_DIRECTORY        set by systemd LoadCredential=; also holds `mcp-tokens` and
                                `task-keys` (MCP task handle keys, newest first)
   SYSOM_MCP_TASK_KEY_FILE      task key file instead of the task-keys credential (re-read on reload)
+  SYSOM_MCP_ROUTE_ID           this instance's name, the prefix of its legacy SSE session ids
+                               (for load balancers; 1-32 of A-Za-z0-9_-)
 Bearer tokens for MCP clients: `NAME SCOPES sha256:HEX` lines (made by `sysom-mcp token new`) in
 each --token-file and in $CREDENTIALS_DIRECTORY/mcp-tokens; every listed token is accepted
 (rotation). A line with a single word is a plain token of the old format (every scope).

@@ -101,6 +101,29 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub sse_keep_alive: Duration,
     pub max_body_bytes: usize,
+    /// `SYSOM_MCP_ROUTE_ID`: the prefix of this instance's legacy SSE session ids, which a
+    /// load balancer reads to send a session's POSTs to the instance holding its stream.
+    pub route_id: Option<String>,
+}
+
+/// The environment variable naming this instance for legacy SSE routing.
+pub const ROUTE_ID_ENV: &str = "SYSOM_MCP_ROUTE_ID";
+
+/// A route id goes into URLs and proxy maps: 1–32 of `A-Za-z0-9_-`.
+fn route_id(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let ok = (1..=32).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(Some(raw))
+    } else {
+        Err(invalid(
+            ROUTE_ID_ENV,
+            "must be 1 to 32 letters, digits, '-' or '_'",
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -455,6 +478,7 @@ pub fn resolve(
             ),
             defaults::BODY_BYTES_RANGE,
         )?,
+        route_id: route_id(env(ROUTE_ID_ENV))?,
     };
 
     let auth = AuthSettings {
@@ -833,6 +857,20 @@ mod tests {
         let err =
             resolve_with(&ServerArgs::default(), "[credentials]\ntype = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("credentials.type"), "{err}");
+    }
+
+    #[test]
+    fn route_ids_are_short_url_safe_names() {
+        assert_eq!(route_id(None).unwrap(), None);
+        assert_eq!(
+            route_id(Some("7141".into())).unwrap().as_deref(),
+            Some("7141")
+        );
+        assert!(route_id(Some("eu_west-2".into())).is_ok());
+        for bad in ["a.b", "a&sessionId=x", "x y", &"x".repeat(33)] {
+            let err = route_id(Some(bad.to_string())).unwrap_err().to_string();
+            assert!(err.contains(ROUTE_ID_ENV), "{err}");
+        }
     }
 
     #[test]

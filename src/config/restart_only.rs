@@ -25,6 +25,7 @@ pub fn carry_over(running: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.stateless", server.stateless);
     keep!("server.sse_keep_alive_secs", server.sse_keep_alive);
     keep!("server.max_body_bytes", server.max_body_bytes);
+    keep!("SYSOM_MCP_ROUTE_ID", server.route_id);
     keep!(
         "limits.session_idle_timeout_secs",
         limits.session_idle_timeout

@@ -112,6 +112,7 @@ fn id_key(id: &rmcp::model::RequestId) -> String {
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
+    route: Option<String>,
 }
 
 /// Why a POST could not be delivered.
@@ -135,6 +136,15 @@ impl Registry {
     }
 
     /// Opens a session and returns the streaming response. `shutdown` ends every stream.
+    /// A registry whose session ids start with `route` and a dot, when given: the routing
+    /// hint a load balancer reads from the `sessionId` of the message POSTs.
+    pub fn with_route(route: Option<String>) -> Self {
+        Self {
+            route,
+            ..Self::default()
+        }
+    }
+
     pub fn open(
         self: &Arc<Self>,
         server: SysomServer,
@@ -144,7 +154,11 @@ impl Registry {
         idle_timeout: Duration,
         shutdown: CancellationToken,
     ) -> Response<Body> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let random = uuid::Uuid::new_v4().simple();
+        let id = match &self.route {
+            Some(route) => format!("{route}.{random}"),
+            None => random.to_string(),
+        };
         let (out_tx, mut out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
         let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
         let ct = shutdown.child_token();

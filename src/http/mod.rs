@@ -145,6 +145,9 @@ impl State {
             Arc::new(NeverSessionManager::default()),
             streamable_config(&config, &shutdown, true, true),
         );
+        let legacy = Arc::new(legacy_sse::Registry::with_route(
+            config.server.route_id.clone(),
+        ));
         Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             auth: ArcSwap::from_pointee(auth),
@@ -155,7 +158,7 @@ impl State {
             stateless,
             sessions,
             sessions_unprimed,
-            legacy: Arc::new(legacy_sse::Registry::default()),
+            legacy,
             shutdown,
             counters: Arc::default(),
             loopback_only,

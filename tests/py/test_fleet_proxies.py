@@ -1,7 +1,8 @@
 """A fleet: the shipped nginx and HAProxy examples (packaging/examples/nginx-fleet.conf,
 haproxy.cfg), run by the real Debian binaries in front of three sysom-mcp instances on loopback
 that share a task key, driven by the real Python ``mcp`` clients: Streamable HTTP sessions and
-legacy HTTP+SSE stay on their instance, stateless requests spread over all, an instance killed
+legacy HTTP+SSE stay on their instance (legacy SSE by the route id in its sessionId, so its
+streams spread while their POSTs follow them), stateless requests spread over all, an instance killed
 mid-diagnosis costs a session client its call (it reconnects and gets a result), while an MCP
 task created on the killed instance completes through the others with one upstream task.
 
@@ -119,6 +120,39 @@ def running_calls(srv: Server) -> int:
     return int(m.group(1)) if m else 0
 
 
+def calls_finished(srv: Server) -> int:
+    return srv.stderr_path.read_text(errors="replace").count("tool call memgraph finished")
+
+
+async def legacy_sessions_spread_and_keep_their_instance(url: str, fleet: list[Server], n: int = 6) -> None:
+    """`n` legacy SSE sessions open at once through the proxy, from one client address: their
+    streams spread over the instances, and every POST of each session reaches its stream's
+    instance (a POST reaching another one would get 404, the session unknown there, and the
+    call would fail)."""
+    before = [calls_finished(s) for s in fleet]
+    opened = anyio.Event()
+    ready: list[int] = []
+
+    async def session():
+        async with mcp_session("sse", url) as c:
+            assert len(await c.list_tools()) == 21
+            ready.append(1)
+            if len(ready) == n:
+                opened.set()
+            await opened.wait()
+            out = await c.call("memgraph", DIAG_ARGS)
+            assert out["structuredContent"]["code"] == "Success", out
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(session)
+        with anyio.fail_after(30):
+            await opened.wait()
+    # Each session's call ran on the instance holding its stream; the streams were spread.
+    per_instance = [calls_finished(s) - b for s, b in zip(fleet, before)]
+    assert sum(per_instance) == n and sum(1 for k in per_instance if k) >= 2, per_instance
+
+
 def tasks_started(srv: Server) -> int:
     return srv.stderr_path.read_text(errors="replace").count("started as an MCP task")
 
@@ -157,8 +191,9 @@ def fleet(mock, tmp_path):
     creds.mkdir()
     (creds / "task-keys").write_text(TASK_KEY + "\n")
     env = support.server_env(mock, SYSOM_MCP_DIAGNOSIS_TIMEOUT="30", CREDENTIALS_DIRECTORY=str(creds))
+    # Each instance's route id is its example port, as the template unit sets it (%i).
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(Server(env, [])) for _ in range(3)]
+        yield [stack.enter_context(Server(dict(env, SYSOM_MCP_ROUTE_ID=name), [])) for name in EXAMPLE_PORTS]
 
 
 @pytest.mark.parametrize("proxy", sorted(PROXIES))
@@ -176,6 +211,9 @@ async def test_fleet_behind_the_shipped_proxy_config(proxy, fleet, mock, tmp_pat
                 for _ in range(3):
                     out = await c.call("memgraph", DIAG_ARGS)
                     assert out["structuredContent"]["code"] == "Success", (transport, out)
+
+        # 1b. Legacy SSE sessions are pinned by their sessionId, not by client address.
+        await legacy_sessions_spread_and_keep_their_instance(url, fleet)
 
         # 2. Stateless (2026-07-28) requests spread over the instances: six MCP tasks.
         handles = [None] * 6
