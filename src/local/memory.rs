@@ -47,7 +47,8 @@ pub struct MemoryFigures {
     /// /proc/pressure/memory.
     pub psi: Option<Psi>,
     pub top_processes: Vec<ProcessMemory>,
-    /// cgroup v2 groups with the most memory.current (services, pods).
+    /// cgroups with the most memory charged (services, pods): cgroup v2, or v1's memory
+    /// controller where the host still mounts it.
     pub cgroups: Vec<CgroupMemory>,
     pub hugepages: Vec<HugepagePool>,
     /// tmpfs mounts and what they hold (tmpfs pages are shmem: not freed by reclaim).
@@ -96,16 +97,16 @@ pub struct ProcessMemory {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct CgroupMemory {
     pub path: String,
-    /// memory.current, bytes.
+    /// memory.current (v1: memory.usage_in_bytes), bytes.
     pub current: u64,
-    /// memory.max, bytes; null when unlimited.
+    /// memory.max (v1: memory.limit_in_bytes), bytes; null when unlimited.
     pub max: Option<u64>,
     pub anon: u64,
     pub file: u64,
     pub shmem: u64,
-    /// memory.events oom_kill.
+    /// memory.events (v1: memory.oom_control) oom_kill.
     pub oom_kills: u64,
-    /// memory.events max: times usage hit memory.max.
+    /// memory.events max (v1: memory.failcnt): times usage hit the limit.
     pub max_events: u64,
 }
 
@@ -280,8 +281,9 @@ pub fn top_processes(
         .collect();
     procs.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
     let mut walked = 0u64;
+    let hierarchy = cgroup::Memory::detect(root).unwrap_or(cgroup::Memory::V2);
     for (i, p) in procs.iter_mut().enumerate() {
-        p.cgroup = cgroup::of_pid(root, p.pid);
+        p.cgroup = hierarchy.of_pid(root, p.pid);
         if i < PSS_FOR && (all_pss || walked + p.rss <= PSS_RSS_BUDGET) {
             walked += p.rss;
             p.pss = pss(root, p.pid);
@@ -316,31 +318,27 @@ fn pss(root: &Root, pid: i32) -> Option<u64> {
 }
 
 pub fn cgroups(root: &Root, f: &mut Findings) -> Vec<CgroupMemory> {
-    if let Err(e) = cgroup::unified(root) {
-        f.unavailable("cgroup v2 memory accounting", &e);
-        return Vec::new();
-    }
-    let mut groups: Vec<CgroupMemory> = cgroup::walk(root)
+    let hierarchy = match cgroup::Memory::detect(root) {
+        Ok(h) => h,
+        Err(e) => {
+            f.unavailable("cgroup memory accounting", &e);
+            return Vec::new();
+        }
+    };
+    let mut groups: Vec<CgroupMemory> = hierarchy
+        .walk(root)
         .into_iter()
         .filter(|cg| cg != "/")
         .filter_map(|cg| {
-            let dir = cgroup::dir_of(&cg);
-            let current = root.read_u64(&format!("{dir}/memory.current"))?;
-            let stat =
-                cgroup::flat_keyed(&root.read(&format!("{dir}/memory.stat")).unwrap_or_default());
-            let events = cgroup::flat_keyed(
-                &root
-                    .read(&format!("{dir}/memory.events"))
-                    .unwrap_or_default(),
-            );
+            let m = hierarchy.read(root, &cg)?;
             Some(CgroupMemory {
-                max: root.read_u64(&format!("{dir}/memory.max")),
-                anon: stat.get("anon").copied().unwrap_or(0),
-                file: stat.get("file").copied().unwrap_or(0),
-                shmem: stat.get("shmem").copied().unwrap_or(0),
-                oom_kills: events.get("oom_kill").copied().unwrap_or(0),
-                max_events: events.get("max").copied().unwrap_or(0),
-                current,
+                current: m.current,
+                max: m.max,
+                anon: m.anon,
+                file: m.file,
+                shmem: m.shmem,
+                oom_kills: m.oom_kill,
+                max_events: m.limit_hits,
                 path: cg,
             })
         })
@@ -355,7 +353,8 @@ pub fn cgroups(root: &Root, f: &mut Findings) -> Vec<CgroupMemory> {
                 if growing { Severity::Critical } else { Severity::Warning },
                 format!("cgroup {} at {:.1}% of its memory limit", g.path, use_pct),
                 format!(
-                    "memory.current {} of memory.max {} (at or above {CGROUP_NEAR_LIMIT_PCT}%); anon {} ({:.1}%), file {}, shmem {}; limit hit {} time(s), {} OOM kill(s) so far.{}",
+                    "{} {} of limit {} (at or above {CGROUP_NEAR_LIMIT_PCT}%); anon {} ({:.1}%), file {}, shmem {}; limit hit {} time(s), {} OOM kill(s) so far.{}",
+                    hierarchy.usage_name(),
                     human_bytes(g.current),
                     human_bytes(max),
                     human_bytes(g.anon),
@@ -370,7 +369,7 @@ pub fn cgroups(root: &Root, f: &mut Findings) -> Vec<CgroupMemory> {
                         ""
                     }
                 ),
-                format!("{}/memory.current", cgroup::dir_of(&g.path)),
+                hierarchy.current_file(&g.path),
             );
             f.next(
                 "local_oomcheck",

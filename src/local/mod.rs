@@ -303,7 +303,7 @@ pub fn tools() -> Vec<ToolDef> {
         tool::<MemgraphParams, LocalResult<memory::MemoryFigures>, _, _>(
             "local_memgraph",
             desc(
-                "Memory breakdown of this host (like SysOM memgraph): meminfo (anon, page cache, shmem/tmpfs, slab, hugepages), top processes by RSS (PSS for the small ones, all five with pss=true), cgroup v2 memory.current/memory.stat per service and pod, PSI memory; flags exhaustion, cgroups at their limit and unreclaimable growth.",
+                "Memory breakdown of this host (like SysOM memgraph): meminfo (anon, page cache, shmem/tmpfs, slab, hugepages), top processes by RSS (PSS for the small ones, all five with pss=true), memory.current/memory.stat per service and pod (cgroup v2, or a v1 memory controller), PSI memory; flags exhaustion, cgroups at their limit and unreclaimable growth.",
             ),
             "local",
             Effect::LocalReadOnly,
@@ -318,7 +318,7 @@ pub fn tools() -> Vec<ToolDef> {
         tool::<OomParams, LocalResult<oom::OomFigures>, _, _>(
             "local_oomcheck",
             desc(
-                "OOM kills on this host (like SysOM oomcheck): from the kernel log, each kill with victim, pid, cgroup, constraint (host or cgroup limit), the allocating process and memory state at the time; plus per-cgroup memory.events oom_kill counters. Optional `time` window.",
+                "OOM kills on this host (like SysOM oomcheck): from the kernel log, each kill with victim, pid, cgroup, constraint (host or cgroup limit), the allocating process and memory state at the time; plus per-cgroup oom_kill counters (v2 memory.events, v1 memory.oom_control). Optional `time` window.",
             ),
             "local",
             Effect::LocalReadOnly,

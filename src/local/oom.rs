@@ -1,5 +1,5 @@
 //! local_oomcheck: OOM kills from the kernel log (victim, cgroup, constraint, memory state at
-//! the time) and the per-cgroup OOM counters of memory.events.
+//! the time) and the per-cgroup OOM counters (v2 memory.events, v1 memory.oom_control).
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -21,7 +21,7 @@ pub struct OomFigures {
     pub older_events: usize,
     /// Host total since boot (/proc/vmstat oom_kill); counts kills even after the log rotated.
     pub oom_kills_since_boot: Option<u64>,
-    /// cgroups whose memory.events count OOM kills.
+    /// cgroups whose counters (v2 memory.events, v1 memory.oom_control) count OOM kills.
     pub cgroups: Vec<CgroupOom>,
     /// Whether the kernel log could be read.
     pub kernel_log_read: bool,
@@ -192,22 +192,17 @@ pub fn collect(root: &Root, window: Window) -> (Findings, OomFigures) {
     });
 
     let mut cgroups = Vec::new();
-    if cgroup::unified(root).is_ok() {
-        for cg in cgroup::walk(root) {
-            let dir = cgroup::dir_of(&cg);
-            let Ok(text) = root.read(&format!("{dir}/memory.events")) else {
+    let hierarchy = cgroup::Memory::detect(root).ok();
+    if let Some(hierarchy) = hierarchy {
+        for cg in hierarchy.walk(root) {
+            let Some(m) = hierarchy.read(root, &cg).filter(|m| m.oom_kill > 0) else {
                 continue;
             };
-            let ev = cgroup::flat_keyed(&text);
-            let oom_kill = ev.get("oom_kill").copied().unwrap_or(0);
-            if oom_kill == 0 {
-                continue;
-            }
             cgroups.push(CgroupOom {
-                oom: ev.get("oom").copied().unwrap_or(0),
-                oom_kill,
-                current: root.read_u64(&format!("{dir}/memory.current")),
-                max: root.read_u64(&format!("{dir}/memory.max")),
+                oom: m.oom,
+                oom_kill: m.oom_kill,
+                current: Some(m.current),
+                max: m.max,
                 path: cg,
             });
         }
@@ -266,13 +261,13 @@ pub fn collect(root: &Root, window: Window) -> (Findings, OomFigures) {
             Severity::Warning,
             format!("cgroup {} has had {} OOM kill(s)", c.path, c.oom_kill),
             format!(
-                "memory.events: oom {} oom_kill {}; memory.current {}, memory.max {} (the kernel log no longer holds the records)",
+                "oom {} oom_kill {}; usage {}, limit {} (the kernel log no longer holds the records)",
                 c.oom,
                 c.oom_kill,
                 c.current.map(human_bytes).unwrap_or_else(|| "?".into()),
                 c.max.map(human_bytes).unwrap_or_else(|| "unlimited".into())
             ),
-            format!("{}/memory.events", cgroup::dir_of(&c.path)),
+            hierarchy.map_or_else(String::new, |h| h.events_file(&c.path)),
         );
     }
     if events.is_empty() && cgroups.is_empty() {

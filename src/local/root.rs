@@ -49,7 +49,8 @@ impl Unreadable {
         }
         if p.starts_with("/sys/fs/cgroup") {
             return "Per-cgroup figures need the unified cgroup v2 hierarchy mounted at \
-                    /sys/fs/cgroup (systemd.unified_cgroup_hierarchy=1)";
+                    /sys/fs/cgroup (systemd.unified_cgroup_hierarchy=1); memory figures \
+                    are also read from a cgroup v1 memory controller at /sys/fs/cgroup/memory";
         }
         if p.starts_with("/proc/") && matches!(self.kind, ErrorKind::PermissionDenied) {
             return "Other users' processes are readable only by root (CAP_SYS_PTRACE for \
