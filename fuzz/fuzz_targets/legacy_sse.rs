@@ -46,11 +46,16 @@ fuzz_target!(|data: &[u8]| {
         let text = String::from_utf8_lossy(&first);
         let id = text.split("sessionId=").nth(1).unwrap().trim().to_string();
         for message in data.split(|b| *b == b'\n') {
-            let _ = tokio::time::timeout(Duration::from_millis(50), registry.post(&id, &me, message)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(50),
+                registry.post(&id, &me, message, 1 << 20),
+            )
+            .await;
         }
-        let _ = registry.post("no-such-session", &me, data).await;
+        let _ = registry.post("no-such-session", &me, data, 1 << 20).await;
         // Drain what the session answered, then close it.
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), body.frame()).await {}
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), body.frame()).await {
+        }
         shutdown.cancel();
     });
 });

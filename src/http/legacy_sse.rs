@@ -10,13 +10,14 @@
 //! 40 KiB an idle session took was the rmcp service and its channels).
 //!
 //! A client that POSTs but never reads its stream must not make the server queue answers for
-//! it without bound: each session admits at most [`MAX_IN_FLIGHT`] requests whose answer has
-//! not been written to the stream yet (more are refused with 429), and a stream the client has
-//! not read for [`SLOW_READER_GRACE`] is closed, which drops the session. The same in-flight
-//! set refuses a second request with an id that is still in flight (its answer would be lost).
+//! it without bound: each session admits only so many requests (and request bytes) whose
+//! answer has not been written to the stream yet (see [`session_load`]; more are refused with
+//! 429), and a stream the client has not read for [`SLOW_READER_GRACE`] is closed, which drops
+//! the session. The same in-flight set refuses a second request with an id that is still in
+//! flight (its answer would be lost).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -34,20 +35,20 @@ use rmcp::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::session_load::{self, id_key};
 use crate::{auth::Principal, metrics, tools::SysomServer};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// Requests of one session whose answer has not been written yet, by their JSON id.
-const MAX_IN_FLIGHT: usize = 64;
 /// Capacity of a session's channels: client→server messages, server→client messages, and
-/// encoded events waiting for the connection. A slow reader is bounded by [`MAX_IN_FLIGHT`]
-/// and [`SLOW_READER_GRACE`]; the channels only smooth bursts.
+/// encoded events waiting for the connection. A slow reader is bounded by the session's
+/// in-flight bounds ([`session_load`]) and [`SLOW_READER_GRACE`]; the channels only smooth
+/// bursts.
 const CHANNEL_CAPACITY: usize = 8;
 /// How long the stream may stay unwritable (the client not reading) before it is closed.
 const SLOW_READER_GRACE: Duration = Duration::from_secs(10);
 
-type InFlight = Arc<Mutex<HashSet<String>>>;
+type InFlight = Arc<Mutex<session_load::InFlight>>;
 
 struct Session {
     /// The id of the principal that opened the session: only it may post to it.
@@ -104,10 +105,6 @@ impl Session {
     }
 }
 
-fn id_key(id: &rmcp::model::RequestId) -> String {
-    serde_json::to_string(id).unwrap_or_default()
-}
-
 /// The open legacy SSE sessions.
 #[derive(Default)]
 pub struct Registry {
@@ -121,10 +118,8 @@ pub enum PostError {
     UnknownSession,
     Malformed(String),
     Closed,
-    /// The session has [`MAX_IN_FLIGHT`] unanswered requests (its client is not reading).
-    Busy,
-    /// A request with this id is still in flight in the session.
-    DuplicateId,
+    /// A duplicate id, or a session at its bounds (its client is not reading).
+    Refused(session_load::Refusal),
 }
 
 impl Registry {
@@ -212,7 +207,7 @@ impl Registry {
                                 _ => None,
                             };
                             if let Some(key) = answered {
-                                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                                in_flight.lock().unwrap_or_else(|e| e.into_inner()).done(&key);
                             }
                         }
                         None => break,
@@ -256,11 +251,13 @@ impl Registry {
 
     /// Delivers one client message to its session. A session opened by another principal is
     /// reported as unknown. The principal travels with a request to the tools (extensions).
+    /// The session's requests in flight may take `budget` bytes of bodies.
     pub async fn post(
         &self,
         session_id: &str,
         principal: &Principal,
         body: &[u8],
+        budget: usize,
     ) -> Result<(), PostError> {
         let (last_seen, in_flight) = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -276,15 +273,11 @@ impl Registry {
             rmcp::model::GetExtensions::extensions_mut(&mut r.request).insert(principal.clone());
         }
         if let ClientJsonRpcMessage::Request(r) = &message {
-            let mut pending = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            let key = id_key(&r.id);
-            if pending.contains(&key) {
-                return Err(PostError::DuplicateId);
-            }
-            if pending.len() >= MAX_IN_FLIGHT {
-                return Err(PostError::Busy);
-            }
-            pending.insert(key);
+            in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(id_key(&r.id), body.len(), budget)
+                .map_err(PostError::Refused)?;
         }
         // A cancelled request gets no answer: it is no longer in flight.
         if let ClientJsonRpcMessage::Notification(n) = &message
@@ -294,7 +287,7 @@ impl Registry {
             in_flight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&id_key(id));
+                .done(&id_key(id));
         }
         *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         // The first message that gets this far starts the session's service.

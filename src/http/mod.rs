@@ -11,6 +11,7 @@ pub(crate) mod rmcp_compat;
 pub(crate) mod router;
 pub(crate) mod serve;
 pub(crate) mod session_fast;
+pub(crate) mod session_load;
 pub(crate) mod tls;
 
 use std::{
@@ -71,6 +72,8 @@ pub struct State {
     /// Who opened each stateful Streamable HTTP session: only that principal may use or
     /// delete it.
     owners: Mutex<HashMap<String, Owner>>,
+    /// The requests in flight of each stateful session (duplicate ids, per-session bounds).
+    in_flight: Arc<session_load::Sessions>,
 }
 
 /// The principal that opened a stateful session, and when a request of the session last
@@ -164,6 +167,7 @@ impl State {
             loopback_only,
             tools_list_json,
             owners: Mutex::default(),
+            in_flight: Arc::default(),
         })
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use rmcp::model::ClientJsonRpcMessage;
 
-use super::{Body, State, access, rmcp_compat};
+use super::{Body, State, access, rmcp_compat, session_load};
 use crate::{
     audit,
     auth::{Principal, Scope, authenticate::AuthFailure},
@@ -190,6 +190,30 @@ fn rate_limited(id: Option<&Value>, refusal: crate::auth::limits::Refusal) -> Re
         header::RETRY_AFTER,
         &retry.to_string(),
     )
+}
+
+/// A request its session does not admit: a duplicate id is an invalid request (400), a session
+/// at its bounds is told to come back once its answers are read (429).
+pub(crate) fn session_refusal(
+    id: Option<&Value>,
+    refusal: &session_load::Refusal,
+) -> Response<Body> {
+    let id = id.unwrap_or(&Value::Null);
+    match refusal {
+        session_load::Refusal::DuplicateId => {
+            jsonrpc_error_for(StatusCode::BAD_REQUEST, id, -32600, &refusal.message())
+        }
+        _ => with_header(
+            jsonrpc_error_for(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                i64::from(crate::tools::RATE_LIMITED),
+                &refusal.message(),
+            ),
+            header::RETRY_AFTER,
+            "1",
+        ),
+    }
 }
 
 /// RFC 9728 metadata: this resource, its authorization server, the scopes it knows.
@@ -539,7 +563,8 @@ async fn legacy_post(
     };
     let body = &read.bytes;
     use super::legacy_sse::PostError;
-    match state.legacy.post(&session, principal, body).await {
+    let budget = limit.saturating_mul(session_load::BODIES_IN_FLIGHT);
+    match state.legacy.post(&session, principal, body, budget).await {
         Ok(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
         Err(PostError::UnknownSession) => {
             audit_refusal(
@@ -563,20 +588,10 @@ async fn legacy_post(
             "session_closed",
             "the SSE session has ended",
         ),
-        Err(PostError::Busy) => with_header(
-            json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "session_busy",
-                "too many unanswered requests in this session: read the event stream",
-            ),
-            header::RETRY_AFTER,
-            "1",
-        ),
-        Err(PostError::DuplicateId) => jsonrpc_error(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "Invalid Request: a request with this id is still in flight in this session",
-        ),
+        Err(PostError::Refused(refusal)) => {
+            let message = serde_json::from_slice::<Value>(body).ok();
+            session_refusal(message.as_ref().and_then(|m| m.get("id")), &refusal)
+        }
     }
 }
 
@@ -670,15 +685,31 @@ async fn mcp(
                 return resp;
             }
             if has_session {
+                // Answered here without rmcp (nothing in flight, no id to collide).
                 if let Some(resp) = state
                     .in_session_answer(&message, &parts.headers, &principal)
                     .await
                 {
                     return resp;
                 }
-                return state
+                let admitted = match &typed {
+                    ClientJsonRpcMessage::Request(r) => {
+                        let session = super::session_id(&parts.headers).unwrap_or("");
+                        let budget = limit.saturating_mul(session_load::BODIES_IN_FLIGHT);
+                        match state.in_flight.admit(session, &r.id, body.len(), budget) {
+                            Ok(admitted) => Some(admitted),
+                            Err(refusal) => return session_refusal(message.get("id"), &refusal),
+                        }
+                    }
+                    _ => None,
+                };
+                let resp = state
                     .stateful(Request::from_parts(parts, Full::new(body)), &principal)
                     .await;
+                return match admitted {
+                    Some(admitted) => session_load::hold_until_answered(resp, admitted),
+                    None => resp,
+                };
             }
             if let Some(resp) = rmcp_compat::prepared_answer(
                 state.tools_list_json(principal.scopes),
