@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-${FUZZ_SECONDS:-20}}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(jsonrpc_message legacy_sse config_file signing)
+[[ ${#targets[@]} -gt 0 ]] || targets=(jsonrpc_message legacy_sse proxy_sse config_file signing)
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "fuzz/run.sh: no nightly toolchain; fuzzing skipped (the corpora are replayed by cargo test --test fuzz_replay)" >&2

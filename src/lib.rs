@@ -40,6 +40,7 @@ mod upstream;
 pub mod fuzzing {
     pub use crate::auth::{Principal, tokens::Tokens};
     pub use crate::http::legacy_sse::Registry;
+    pub use crate::proxy::legacy_sse::fuzz_check as proxy_sse;
     pub use crate::tools::{Services, SysomServer};
 
     /// The process-wide rustls crypto provider, as `app::main` installs it.

@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use sysom_mcp::{config, json_limits, signing};
+use sysom_mcp::{config, fuzzing, json_limits, signing};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,6 +28,13 @@ fn jsonrpc_message_corpus() {
             let value: serde_json::Value = serde_json::from_slice(&data).unwrap();
             let _ = serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value);
         }
+    }
+}
+
+#[test]
+fn proxy_sse_corpus() {
+    for data in corpus("proxy_sse") {
+        fuzzing::proxy_sse(&data);
     }
 }
 

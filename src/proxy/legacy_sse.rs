@@ -44,8 +44,10 @@ struct EventSize {
 }
 
 impl EventSize {
-    /// Accounts for `chunk`; false once an event outgrows `max`.
+    /// Accounts for `chunk`; false once an event outgrows `max`, even if it also ends within
+    /// the chunk (a whole oversized event may arrive in one read).
     fn feed(&mut self, chunk: &[u8], max: usize) -> bool {
+        let mut within = true;
         for &b in chunk {
             self.since_boundary += 1;
             match b {
@@ -62,8 +64,9 @@ impl EventSize {
                     self.after_cr = false;
                 }
             }
+            within &= self.since_boundary <= max;
         }
-        self.since_boundary <= max
+        within
     }
 }
 
@@ -109,6 +112,51 @@ pub(super) fn message_endpoint(stream_url: &Url, data: &str) -> Result<Url, Stri
         ));
     }
     Ok(url)
+}
+
+/// The fuzzing oracle of this parser (fuzz/fuzz_targets/proxy_sse.rs, tests/fuzz_replay.rs):
+/// the first byte of `data` picks a chunk size, the rest is the remote's stream. The events
+/// must not depend on how the stream was cut into chunks, no event may outgrow the limit, and
+/// no `endpoint` event may name a URL on another origin than the stream's.
+pub fn fuzz_check(data: &[u8]) {
+    /// Small, so that short inputs reach the size limit too.
+    const MAX: usize = 1024;
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    // The events up to the first error, and whether there was one.
+    let read = |chunk: usize| -> (Vec<Sse>, bool) {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = stream
+            .chunks(chunk.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let all: Vec<Result<Sse, ReadError>> =
+            futures::executor::block_on(events(futures::stream::iter(chunks), MAX).collect());
+        let failed = all.iter().any(Result::is_err);
+        (all.into_iter().map_while(Result::ok).collect(), failed)
+    };
+    let (whole, whole_failed) = read(stream.len());
+    let (pieces, pieces_failed) = read(usize::from(seed % 16) + 1);
+    for event in whole.iter().chain(&pieces) {
+        assert!(
+            event.data.as_ref().is_none_or(|d| d.len() <= MAX),
+            "an event outgrew the limit"
+        );
+    }
+    // The size check runs per chunk, so where an oversized event is cut off may differ; a
+    // stream read without any error must give the same events however it was cut.
+    if !whole_failed && !pieces_failed {
+        assert_eq!(whole, pieces, "the events depend on the chunking");
+    }
+    let base = Url::parse("http://mcp.example:7140/mcp/unified").expect("a valid URL");
+    for event in whole
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("endpoint"))
+    {
+        if let Ok(url) = message_endpoint(&base, event.data.as_deref().unwrap_or_default()) {
+            assert_eq!(url.origin(), base.origin(), "an endpoint on another origin");
+        }
+    }
 }
 
 pub(super) async fn connect(
@@ -228,6 +276,21 @@ mod tests {
             "the oversized event ends the stream"
         );
         assert!(got.iter().all(Result::is_err));
+    }
+
+    // Found by fuzz/fuzz_targets/proxy_sse.rs (corpus/proxy_sse/oversized): the size was only
+    // checked at the end of each chunk, so an oversized event that also ended in its chunk got
+    // through.
+    #[tokio::test]
+    async fn an_oversized_event_within_one_chunk_is_cut_off() {
+        let mut event = b"data: ".to_vec();
+        event.extend([b'x'; 3000]);
+        event.extend(b"\n\ndata: after\n\n");
+        let got = collect(&[&event], 1000).await;
+        assert!(
+            matches!(got.first(), Some(Err(ReadError::TooLarge(1000)))),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Streamable HTTP and falls back to the legacy HTTP+SSE transport if that fails. Progress
 //! notifications and cancellation travel through.
 
-mod legacy_sse;
+pub(crate) mod legacy_sse;
 
 use std::{
     collections::HashMap,
