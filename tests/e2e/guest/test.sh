@@ -636,7 +636,72 @@ NFT
     finish
 }
 
-for n in 1 2 3 4 5 6 7 8 9 10 11 12 13; do
+# ---------------------------------------------------------------------------------------
+# worst_bodies: the issue-17 bodies built to amplify in memory (4 MiB: two million zeros in one
+# array; 1.3 million empty objects), eight of each at once with the bearer token; prints the
+# HTTP statuses it got, fails unless every one is 400 or 413
+worst_bodies() {
+    python3 - "$URL" "$TOKEN" <<'EOF'
+import http.client, sys, threading, urllib.parse
+url, token = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2]
+head = '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":['
+bodies = [(head + "0," * 2_000_000 + '0]}}').encode(), (head + "{}," * 1_300_000 + '{}]}}').encode()]
+statuses = []
+def post(body):
+    try:
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        c.request("POST", url.path, body=body, headers={"Content-Type": "application/json",
+                  "Accept": "application/json, text/event-stream", "Authorization": "Bearer " + token})
+        r = c.getresponse(); r.read(); statuses.append(r.status)
+    except OSError as e:
+        statuses.append(type(e).__name__)
+threads = [threading.Thread(target=post, args=(b,)) for b in bodies for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(map(str, sorted(statuses, key=str))))
+sys.exit(0 if len(statuses) == 16 and all(s in (400, 413) for s in statuses) else 1)
+EOF
+}
+step14() {
+    begin "14 worst-case JSON bodies against the packaged service under its MemoryMax=: it survives and serves"
+    local pid0 pid1 max cg peak
+    if ! dpkg-query -W sysom-mcp >/dev/null 2>&1; then
+        ck "install the .deb again" apt-get install -y "$DEB"
+    fi
+    configure
+    systemctl daemon-reload
+    ck "sysom-mcp.socket enabled and listening" bash -c 'systemctl enable --now sysom-mcp.socket && ss -Htln "sport = :7140" | grep -q .'
+    ck "sysom-mcp.service started" systemctl restart sysom-mcp.service
+    ck "the service serves before" tools_list_is_21 "$TOKEN"
+    max=$(show sysom-mcp.service MemoryMax)
+    ck "the unit's MemoryMax= is 256M ($max)" test "$max" = 268435456
+    cg=/sys/fs/cgroup$(show sysom-mcp.service ControlGroup)
+    if [ -r "$cg/memory.max" ]; then
+        ck "the service's cgroup enforces it ($cg/memory.max)" test "$(cat "$cg/memory.max")" = 268435456
+    else
+        note "no $cg/memory.max (cgroup v1 host): MemoryMax= is not enforced in this guest; the service's own peak RSS is checked instead"
+    fi
+    pid0=$(main_pid)
+    ckv "16 worst-case bodies at once (8 x 2M zeros, 8 x 1.3M empty objects), all refused 400/413" worst_bodies
+    pid1=$(main_pid)
+    ck "the service is still active" is_state sysom-mcp.service active
+    ck "and was neither killed nor restarted (MainPID $pid0 -> $pid1, NRestarts $(show sysom-mcp.service NRestarts))" \
+        test "$pid0" = "$pid1" -a "$(show sysom-mcp.service NRestarts)" = 0
+    ck "no OOM kill of sysom-mcp in the journal" bash -c \
+        "! journalctl -b --no-pager -k -u sysom-mcp.service | grep -iE 'oom-kill|out of memory|memory limit' | grep -qi sysom"
+    if [ -r "$cg/memory.peak" ]; then
+        peak=$(cat "$cg/memory.peak")
+        ck "its cgroup's peak stayed under MemoryMax= ($(( peak >> 20 )) MiB)" test "$peak" -lt 268435456
+    else
+        peak=$(sed -n 's/^VmHWM: *\([0-9]*\) kB/\1/p' "/proc/$pid1/status")
+        ck "its peak RSS stayed under 256 MiB ($(( ${peak:-0} >> 10 )) MiB)" test "${peak:-0}" -lt 262144
+    fi
+    ck "the service still serves: curl tools/list returns 21 tools" tools_list_is_21 "$TOKEN"
+    systemctl stop sysom-mcp.service 2>/dev/null
+    finish
+}
+
+for n in 1 2 3 4 5 6 7 8 9 10 11 12 13 14; do
     if want_steps "$n"; then "step$n"; fi
 done
 
