@@ -46,6 +46,10 @@ pub struct Claims {
     /// Unix seconds after which the handle is refused.
     #[serde(rename = "e")]
     pub expires_at: u64,
+    /// Random, so that two callers sharing one SysOM task (coalesced in the same second) hold
+    /// different handles and cancelling one does not cancel the other.
+    #[serde(rename = "n", default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
 }
 
 /// Why a handle was refused. The text never repeats the handle.
@@ -201,6 +205,7 @@ mod tests {
             principal: "alice".into(),
             created_at: unix_secs(now),
             expires_at: expiry(now, Duration::from_secs(3600)),
+            nonce: String::new(),
         }
     }
 

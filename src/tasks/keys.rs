@@ -147,6 +147,7 @@ mod tests {
             principal: "anonymous:anonymous".into(),
             created_at: now,
             expires_at: now + 60,
+            nonce: String::new(),
         }
     }
 

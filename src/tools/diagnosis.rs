@@ -345,6 +345,17 @@ fn finished(data: Value, task_id: &str) -> DiagnosisResult {
     }
 }
 
+/// Identical calls (same credentials, service and arguments) share one diagnosis, with or
+/// without MCP tasks.
+fn coalescing_key(services: &Services, spec: &Spec, args: &Map<String, Value>) -> String {
+    format!(
+        "{}\0{}\0{}",
+        services.generation,
+        spec.service,
+        Value::Object(args.clone())
+    )
+}
+
 /// Declares one diagnosis tool: the parameter struct `P` plus its [`Spec`].
 fn diagnosis_tool<P>(name: &'static str, description: &'static str, spec: &'static Spec) -> ToolDef
 where
@@ -362,13 +373,7 @@ where
                 Ok(Value::Object(m)) => m,
                 _ => Map::new(),
             };
-            // Identical calls (same credentials, service and arguments) share one diagnosis.
-            let key = format!(
-                "{}\0{}\0{}",
-                services.generation,
-                spec.service,
-                Value::Object(args.clone())
-            );
+            let key = coalescing_key(&services, spec, &args);
             async move {
                 coalesce::diagnosis(services, key, ctx, move |services, ctx| {
                     run(services, spec, args, ctx)
@@ -400,14 +405,21 @@ where
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            match start(&services, spec, &args).await {
-                Ok(task_id) => Ok(super::tasks::Started {
-                    task_id,
-                    region,
-                    service: spec.service,
-                }),
-                Err(failed) => Err(serde_json::to_value(failed).expect("envelopes serialise")),
-            }
+            let key = coalescing_key(&services, spec, &args);
+            let started = async {
+                match start(&services, spec, &args).await {
+                    Ok(task_id) => Ok(super::tasks::Started {
+                        task_id,
+                        region,
+                        service: spec.service,
+                    }),
+                    Err(failed) => Err(serde_json::to_value(failed).expect("envelopes serialise")),
+                }
+            };
+            let starts = services.task_starts.clone();
+            starts
+                .start_or_attach(&services, key, services.diagnosis.timeout, started)
+                .await
         }))
     }));
     def

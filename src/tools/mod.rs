@@ -67,6 +67,8 @@ pub struct Services {
     pub activation: Arc<activation::Cache>,
     /// Diagnoses in flight, shared by identical calls; kept across configuration reloads.
     pub flights: coalesce::Flights<coalesce::Outcome>,
+    /// Diagnoses started as MCP tasks, shared by identical task calls; kept across reloads.
+    pub task_starts: tasks::Starts,
     /// Tells one set of services (credentials, endpoint) from the next after a reload, so
     /// calls are only coalesced when they would reach SysOM with the same identity.
     pub generation: u64,
@@ -103,6 +105,7 @@ impl Services {
             diagnosis,
             activation: activation.unwrap_or_default(),
             flights: coalesce::Flights::default(),
+            task_starts: tasks::Starts::default(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             local_root: "/".into(),
             tool_set: ToolSet::Auto,
@@ -420,7 +423,9 @@ impl SysomServer {
 
     /// Replaces the services (new credentials, endpoint or settings) for future calls.
     pub fn replace_services(&self, mut services: Services) {
-        services.flights = self.services.load().flights.clone();
+        let running = self.services.load();
+        services.flights = running.flights.clone();
+        services.task_starts = running.task_starts.clone();
         self.services.store(Arc::new(services));
     }
 

@@ -40,6 +40,7 @@ const KEEP_AFTER_DEADLINE: Duration = Duration::from_secs(3600);
 const MAX_CANCELLED: usize = 10_000;
 
 /// A diagnosis started for a task.
+#[derive(Clone)]
 pub struct Started {
     pub task_id: String,
     pub region: String,
@@ -51,6 +52,76 @@ type StartFuture = Pin<Box<dyn Future<Output = Result<Started, Value>> + Send>>;
 /// diagnosis (`Err`: the envelope saying why it did not start).
 pub type Starter =
     Box<dyn Fn(Arc<Services>, JsonObject) -> Result<StartFuture, String> + Send + Sync>;
+
+/// Diagnoses started as tasks through this instance, by coalescing key, until their deadline:
+/// an identical task call while one is starting or still running gets its own handle for the
+/// same SysOM task instead of a second InvokeDiagnosis. Per instance (the fleet shares only the
+/// key); bounded like [`Cancelled`].
+#[derive(Clone, Default)]
+pub struct Starts(Arc<Mutex<HashMap<String, Arc<Start>>>>);
+
+struct Start {
+    until: tokio::time::Instant,
+    started: tokio::sync::OnceCell<Result<Started, Value>>,
+}
+
+impl Starts {
+    /// The diagnosis for `key`: the one in flight if there is one (`start` is not run), else
+    /// what `start` gives, shared with identical calls for `lifetime` if it started.
+    pub async fn start_or_attach<Fut>(
+        &self,
+        services: &Services,
+        key: String,
+        lifetime: Duration,
+        start: Fut,
+    ) -> Result<Started, Value>
+    where
+        Fut: Future<Output = Result<Started, Value>>,
+    {
+        let entry = loop {
+            let entry = self.entry(&key, lifetime);
+            let Some(Ok(started)) = entry.started.get() else {
+                break entry; // starting now (wait for it) or fresh (start it)
+            };
+            // Started earlier: shared only while SysOM still runs it (a finished diagnosis is
+            // not reused, as for calls without tasks).
+            if let Polled::Running(_) = diagnosis::poll_once(services, &started.task_id).await {
+                tracing::debug!(sysom_task_id = %started.task_id, "attached to an identical diagnosis task in flight");
+                return Ok(started.clone());
+            }
+            self.remove(&key, &entry);
+        };
+        let outcome = entry.started.get_or_init(|| start).await.clone();
+        if outcome.is_err() {
+            self.remove(&key, &entry);
+        }
+        outcome
+    }
+
+    fn entry(&self, key: &str, lifetime: Duration) -> Arc<Start> {
+        let now = tokio::time::Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.until > now);
+        if let Some(entry) = map.get(key) {
+            return entry.clone();
+        }
+        let entry = Arc::new(Start {
+            until: now + lifetime,
+            started: tokio::sync::OnceCell::new(),
+        });
+        if map.len() < MAX_CANCELLED {
+            map.insert(key.to_string(), entry.clone());
+        }
+        entry
+    }
+
+    fn remove(&self, key: &str, entry: &Arc<Start>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(key);
+        }
+    }
+}
 
 /// Handles cancelled through this instance, with their expiry.
 #[derive(Default)]
@@ -108,6 +179,7 @@ pub fn created(services: &Services, principal: String, started: Started) -> Crea
         principal,
         created_at: unix_secs(now),
         expires_at: handle::expiry(deadline, KEEP_AFTER_DEADLINE),
+        nonce: hex::encode(rand::random::<[u8; 6]>()),
     };
     let sealed = services.task_keys.seal(&claims);
     let mut t = task(services, sealed, &claims, unix_secs(now));

@@ -359,3 +359,34 @@ async def test_two_concurrent_task_clients_get_their_own_results(mock, tmp_path)
             tg.start_soon(one, "i-b")
     assert [r.structured_content["code"] for r in results] == ["Success", "Success"]
     assert len(invokes(mock)) == 2
+
+
+# --- coalescing ----------------------------------------------------------------------------------
+
+async def test_identical_task_calls_share_one_upstream_task_each_with_its_own_handle(mock, tmp_path):
+    """Two identical diagnoses asked as tasks at once: one InvokeDiagnosis, two handles for the
+    same SysOM task, both completing; cancelling one leaves the other. Once the diagnosis has
+    finished, the same call starts a new one (a finished diagnosis is not reused)."""
+    mock.scenario(diagnosis={"polls_before_done": 4})
+    with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless"]) as srv:
+        created: list = []
+
+        async def one():
+            created.append(await start_task(srv.url))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+        a, b = created
+        assert a.task_id != b.task_id, "each caller gets its own handle"
+        assert claims_of(a.task_id)["t"] == claims_of(b.task_id)["t"], "for one SysOM task"
+        assert len(invokes(mock)) == 1
+        async with ts.client(srv.url) as c:
+            await ts.cancel_task(c.session, a.task_id)
+            state = await ts.follow(c.session, b.task_id)
+        assert state.status == "completed", state
+        assert state.result["structuredContent"]["code"] == "Success", state.result
+
+        again = await start_task(srv.url)
+        assert claims_of(again.task_id)["t"] != claims_of(b.task_id)["t"]
+        assert len(invokes(mock)) == 2
