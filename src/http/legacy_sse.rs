@@ -110,6 +110,8 @@ impl Session {
 pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     route: Option<String>,
+    /// Returns the memory of closed sessions to the system after a burst.
+    trim: super::trim::Trim,
 }
 
 /// Why a POST could not be delivered.
@@ -159,23 +161,23 @@ impl Registry {
         let ct = shutdown.child_token();
         let last_seen = Arc::new(Mutex::new(Instant::now()));
         let in_flight = InFlight::default();
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id.clone(),
-                Session {
-                    owner,
-                    inbound: None,
-                    starter: Some(Box::new(Starter {
-                        server,
-                        outbound: out_tx,
-                        ct: ct.clone(),
-                    })),
-                    last_seen: last_seen.clone(),
-                    in_flight: in_flight.clone(),
-                },
-            );
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(
+            id.clone(),
+            Session {
+                owner,
+                inbound: None,
+                starter: Some(Box::new(Starter {
+                    server,
+                    outbound: out_tx,
+                    ct: ct.clone(),
+                })),
+                last_seen: last_seen.clone(),
+                in_flight: in_flight.clone(),
+            },
+        );
+        self.trim.opened(sessions.len());
+        drop(sessions);
         metrics::sessions_changed("sse", 1);
         tracing::debug!(session = %id, "legacy SSE session opened");
 
@@ -226,11 +228,12 @@ impl Registry {
                 }
             }
             ct.cancel();
-            registry
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            let open = {
+                let mut sessions = registry.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                sessions.remove(&id);
+                sessions.len()
+            };
+            registry.trim.closed(open);
             metrics::sessions_changed("sse", -1);
             tracing::debug!(session = %id, "legacy SSE session closed");
         });

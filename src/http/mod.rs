@@ -13,6 +13,7 @@ pub(crate) mod serve;
 pub(crate) mod session_fast;
 pub(crate) mod session_load;
 pub(crate) mod tls;
+pub(crate) mod trim;
 
 use std::{
     collections::HashMap,
