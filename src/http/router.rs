@@ -685,13 +685,6 @@ async fn mcp(
                 return resp;
             }
             if has_session {
-                // Answered here without rmcp (nothing in flight, no id to collide).
-                if let Some(resp) = state
-                    .in_session_answer(&message, &parts.headers, &principal)
-                    .await
-                {
-                    return resp;
-                }
                 let admitted = match &typed {
                     ClientJsonRpcMessage::Request(r) => {
                         let session = super::session_id(&parts.headers).unwrap_or("");
@@ -703,6 +696,13 @@ async fn mcp(
                     }
                     _ => None,
                 };
+                // Admitted first: an id still in flight is refused here as on rmcp's path.
+                if let Some(resp) = state
+                    .in_session_answer(&message, &parts.headers, &principal)
+                    .await
+                {
+                    return resp;
+                }
                 let resp = state
                     .stateful(Request::from_parts(parts, Full::new(body)), &principal)
                     .await;

@@ -153,3 +153,24 @@ def test_a_session_used_only_for_tool_lists_does_not_idle_out(start):
     time.sleep(4)  # ...and an unused one still does
     status, _, _ = ask(srv, session, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
     assert status == 404
+
+
+def test_an_id_in_flight_is_refused_on_the_prepared_path_too(start, mock):
+    """A tools/list whose id is that of a call still in flight is refused (400, -32600) as rmcp's
+    path refuses it, not answered from the prepared body."""
+    import threading
+
+    from support import UID
+    srv = start()
+    session = initialize(srv, "2025-06-18")
+    mock.scenario(latency_ms=3000)
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "list_clusters", "arguments": {"uid": UID}}}
+    first = threading.Thread(target=ask, args=(srv, session, call))
+    first.start()
+    time.sleep(1)  # the call is in flight (the mock answers after 3 s)
+    status, _, body = ask(srv, session, {"jsonrpc": "2.0", "id": 7, "method": "tools/list"})
+    first.join()
+    assert status == 400 and json.loads(body)["error"]["code"] == -32600, body[:300]
+    status, _, _ = ask(srv, session, {"jsonrpc": "2.0", "id": 7, "method": "tools/list"})
+    assert status == 200
