@@ -2,7 +2,8 @@
 //! compare it with rmcp's own answers, so an rmcp upgrade that changes them fails here first:
 //! the prepared `tools/list`/`ping` bodies (with `resultType` stripped as rmcp does for
 //! pre-2026-07-28 clients), the protocol versions they serve, the DELETE status, the session
-//! count read from rmcp's session manager, which sessions get SSE priming events, and the
+//! count read from rmcp's session manager, which sessions get SSE priming events, how rmcp
+//! frames an answer on a session's request stream and which `Accept` it takes there, and the
 //! `initialize` requests rmcp would refuse with a misleading or non-JSON answer.
 
 use std::convert::Infallible;
@@ -233,6 +234,49 @@ pub(crate) fn check_initialize(
     Some(resp)
 }
 
+/// Whether `Accept` names both media types rmcp insists on in a session, plainly.
+pub(crate) fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        if value.contains([';', '"', '*']) {
+            return false;
+        }
+        for media in value.split(',') {
+            let media = media.trim();
+            json |= media.eq_ignore_ascii_case("application/json");
+            sse |= media.eq_ignore_ascii_case("text/event-stream");
+        }
+    }
+    json && sse
+}
+
+/// The SSE body rmcp sends for a request answered by `answer` (one JSON-RPC message), on the
+/// request stream numbered `stream`, with a priming event first when `retry` is set.
+pub(crate) fn sse_answer(answer: &str, stream: u64, retry: Option<std::time::Duration>) -> String {
+    match retry {
+        Some(retry) => format!(
+            "data: \nid: 0/{stream}\nretry: {}\n\ndata: {answer}\nid: 1/{stream}\n\n",
+            retry.as_millis()
+        ),
+        None => format!("data: {answer}\nid: 0/{stream}\n\n"),
+    }
+}
+
+/// An SSE response with rmcp's headers.
+pub(crate) fn sse_response(body: String) -> Response<Body> {
+    let mut resp = router::full(StatusCode::OK, "text/event-stream", body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    resp
+}
+
 #[cfg(test)]
 mod resume_tests {
     use super::*;
@@ -251,5 +295,46 @@ mod resume_tests {
         assert_eq!(resumed("4/0"), "5/0");
         assert_eq!(resumed("0"), "1");
         assert_eq!(resumed("x/1"), "x/1", "foreign ids pass unchanged");
+    }
+}
+
+#[cfg(test)]
+mod session_framing_tests {
+    use super::*;
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_plain_accept_of_both_types_is_answered_here() {
+        assert!(accepts_json_and_sse(&accept(&[
+            "application/json, text/event-stream"
+        ])));
+        assert!(accepts_json_and_sse(&accept(&[
+            "text/event-stream",
+            "application/json"
+        ])));
+        assert!(!accepts_json_and_sse(&accept(&["application/json"])));
+        assert!(!accepts_json_and_sse(&accept(&[])));
+        // rmcp weighs q=0 as refusal and does not match wildcards: those go to rmcp.
+        assert!(!accepts_json_and_sse(&accept(&[
+            "application/json, text/event-stream;q=0"
+        ])));
+        assert!(!accepts_json_and_sse(&accept(&["*/*"])));
+    }
+
+    #[test]
+    fn the_framing_is_rmcps_with_and_without_priming() {
+        let a = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(
+            sse_answer(a, 7, Some(std::time::Duration::from_secs(3))),
+            format!("data: \nid: 0/7\nretry: 3000\n\ndata: {a}\nid: 1/7\n\n")
+        );
+        assert_eq!(sse_answer(a, 7, None), format!("data: {a}\nid: 0/7\n\n"));
     }
 }
