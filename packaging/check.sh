@@ -293,8 +293,12 @@ fi
 
 # The example template must keep the main unit's hardening: compare the
 # [Service] sections with the expected differences normalised away.
-svc_body() { sed -n '/^\[Service\]/,/^\[Install\]/p' "$1" | grep -v '^#' | sed 's/ --stateless//'; }
-check "examples/sysom-mcp@.service has the same [Service] section as sysom-mcp.service (+ --stateless)" \
+# The template's own lines: --stateless, and its instance name as the legacy SSE route id.
+svc_body() {
+	sed -n '/^\[Service\]/,/^\[Install\]/p' "$1" | grep -v '^#' | grep -vx 'Environment=SYSOM_MCP_ROUTE_ID=%i' |
+		sed 's/ --stateless//'
+}
+check "examples/sysom-mcp@.service has the same [Service] section as sysom-mcp.service (+ --stateless, SYSOM_MCP_ROUTE_ID=%i)" \
 	diff <(svc_body systemd/sysom-mcp.service) <(svc_body packaging/examples/sysom-mcp@.service)
 check "packaging/examples/listen-address.conf == systemd/examples/listen-address.conf" \
 	cmp packaging/examples/listen-address.conf systemd/examples/listen-address.conf
