@@ -563,7 +563,7 @@ async fn legacy_post(
     };
     let body = &read.bytes;
     use super::legacy_sse::PostError;
-    let budget = limit.saturating_mul(session_load::BODIES_IN_FLIGHT);
+    let budget = session_load::byte_budget(limit);
     match state.legacy.post(&session, principal, body, budget).await {
         Ok(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
         Err(PostError::UnknownSession) => {
@@ -688,7 +688,7 @@ async fn mcp(
                 let admitted = match &typed {
                     ClientJsonRpcMessage::Request(r) => {
                         let session = super::session_id(&parts.headers).unwrap_or("");
-                        let budget = limit.saturating_mul(session_load::BODIES_IN_FLIGHT);
+                        let budget = session_load::byte_budget(limit);
                         match state.in_flight.admit(session, &r.id, body.len(), budget) {
                             Ok(admitted) => Some(admitted),
                             Err(refusal) => return session_refusal(message.get("id"), &refusal),

@@ -31,6 +31,11 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// and then some, never dozens of them.
 pub(crate) const BODIES_IN_FLIGHT: usize = 2;
 
+/// The request bytes a session may have in flight when one body may be `max_body_bytes`.
+pub(crate) fn byte_budget(max_body_bytes: usize) -> usize {
+    max_body_bytes.saturating_mul(BODIES_IN_FLIGHT)
+}
+
 /// The key of a request id (`1` and `"1"` are different ids).
 pub(crate) fn id_key(id: &RequestId) -> String {
     serde_json::to_string(id).unwrap_or_default()
