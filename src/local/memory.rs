@@ -12,7 +12,7 @@ use super::{
     cgroup, disk,
     findings::{Findings, Severity, human_bytes, percent},
     psi::{self, Psi},
-    root::Root,
+    root::{Root, Unreadable},
 };
 
 /// MemAvailable below this share of MemTotal is memory pressure (SysOM's own local classifier,
@@ -226,6 +226,7 @@ pub fn judge_meminfo(m: &MeminfoFigures, f: &mut Findings) {
 /// top `n` have their /proc/PID/status read for the anon/file/shmem/swap split.
 pub fn top_processes(
     root: &Root,
+    hierarchy: cgroup::Memory,
     f: &mut Findings,
     n: usize,
     all_pss: bool,
@@ -281,7 +282,6 @@ pub fn top_processes(
         .collect();
     procs.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.pid.cmp(&b.pid)));
     let mut walked = 0u64;
-    let hierarchy = cgroup::Memory::detect(root).unwrap_or(cgroup::Memory::V2);
     for (i, p) in procs.iter_mut().enumerate() {
         p.cgroup = hierarchy.of_pid(root, p.pid);
         if i < PSS_FOR && (all_pss || walked + p.rss <= PSS_RSS_BUDGET) {
@@ -317,11 +317,15 @@ fn pss(root: &Root, pid: i32) -> Option<u64> {
     })
 }
 
-pub fn cgroups(root: &Root, f: &mut Findings) -> Vec<CgroupMemory> {
-    let hierarchy = match cgroup::Memory::detect(root) {
-        Ok(h) => h,
+pub fn cgroups(
+    root: &Root,
+    hierarchy: &Result<cgroup::Memory, Unreadable>,
+    f: &mut Findings,
+) -> Vec<CgroupMemory> {
+    let hierarchy = match hierarchy {
+        Ok(h) => *h,
         Err(e) => {
-            f.unavailable("cgroup memory accounting", &e);
+            f.unavailable("cgroup memory accounting", e);
             return Vec::new();
         }
     };
@@ -415,7 +419,15 @@ pub fn collect(root: &Root, all_pss: bool) -> (Findings, MemoryFigures) {
     if let Some(p) = &psi {
         psi::judge_memory(p, &mut f);
     }
-    let (top, scanned) = top_processes(root, &mut f, TOP_PROCESSES, all_pss);
+    // Read once: the processes' cgroups and the per-cgroup figures come from one hierarchy.
+    let hierarchy = cgroup::Memory::detect(root);
+    let (top, scanned) = top_processes(
+        root,
+        *hierarchy.as_ref().unwrap_or(&cgroup::Memory::V2),
+        &mut f,
+        TOP_PROCESSES,
+        all_pss,
+    );
     if let (Some(m), Some(p)) = (&meminfo, top.first()) {
         f.add(
             Severity::Info,
@@ -440,7 +452,7 @@ pub fn collect(root: &Root, all_pss: bool) -> (Findings, MemoryFigures) {
             format!("/proc/{}/status", p.pid),
         );
     }
-    let cgroups = cgroups(root, &mut f);
+    let cgroups = cgroups(root, &hierarchy, &mut f);
     let hugepages = hugepages(root);
     for h in &hugepages {
         if h.total > 0 && h.free == h.total {
