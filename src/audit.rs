@@ -42,6 +42,10 @@ pub enum Decision {
     RateLimited,
     /// A session id that belongs to another principal (or to nobody).
     DeniedSession,
+    /// A request that needs a client capability the client did not declare.
+    DeniedCapability,
+    /// A request outside what the server accepts (e.g. too many task ids).
+    InvalidParams,
 }
 
 impl Decision {
@@ -52,6 +56,8 @@ impl Decision {
             Self::DeniedAuth => "denied_auth",
             Self::RateLimited => "rate_limited",
             Self::DeniedSession => "denied_session",
+            Self::DeniedCapability => "denied_capability",
+            Self::InvalidParams => "invalid_params",
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Counters {
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     posts: AtomicUsize,
+    /// Open task subscriptions (`subscriptions/listen` streams), counted as sessions.
+    subscriptions: AtomicUsize,
     /// Sessions being opened right now (checked against the cap but not yet counted).
     opening: Mutex<usize>,
     /// Serialises the check-and-reserve step of [`Counters::reserve_session`].
@@ -53,6 +55,18 @@ impl Counters {
 
     pub(crate) fn posts_in_flight(&self) -> usize {
         self.posts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn subscription_opened(&self) {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn subscription_closed(&self) {
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts an MCP POST as in flight until the guard drops (its response is ready).

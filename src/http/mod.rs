@@ -12,6 +12,7 @@ pub(crate) mod router;
 pub(crate) mod serve;
 pub(crate) mod session_fast;
 pub(crate) mod session_load;
+pub(crate) mod task_listen;
 pub(crate) mod tls;
 pub(crate) mod trim;
 
@@ -199,8 +200,9 @@ impl State {
         &self.server
     }
 
+    /// Sessions of every transport, task subscriptions included (they count against the cap).
     pub async fn session_count(&self) -> usize {
-        self.legacy.len() + self.streamable_sessions().await
+        self.legacy.len() + self.streamable_sessions().await + self.counters.subscriptions()
     }
 
     /// The `tools/list` result for a principal holding `scopes`, serialised once.

@@ -170,7 +170,10 @@ fn insufficient_scope(
 }
 
 /// 429 for a principal over its limits: `Retry-After`, and the JSON-RPC error in the body.
-fn rate_limited(id: Option<&Value>, refusal: crate::auth::limits::Refusal) -> Response<Body> {
+pub(crate) fn rate_limited(
+    id: Option<&Value>,
+    refusal: crate::auth::limits::Refusal,
+) -> Response<Body> {
     let retry = refusal.retry_after().as_secs().max(1);
     let body = json!({
         "jsonrpc": "2.0",
@@ -682,6 +685,13 @@ async fn mcp(
                 }
             };
             if let Some(resp) = check_scope(state, &message, &principal, peer) {
+                return resp;
+            }
+            // Task status notifications: a stream rmcp cannot produce (see task_listen).
+            if let Some(resp) = state
+                .task_listen(&message, &parts.headers, &principal, peer.map(|p| p.ip()))
+                .await
+            {
                 return resp;
             }
             if has_session {

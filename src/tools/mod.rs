@@ -18,6 +18,7 @@ pub mod poll;
 mod schema;
 pub(crate) mod shutdown;
 mod tasks;
+pub use tasks::Feed as TaskFeed;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
@@ -370,6 +371,8 @@ pub struct SysomServer {
     fallback: Option<Principal>,
     /// MCP task handles cancelled through this instance.
     cancelled: Arc<tasks::Cancelled>,
+    /// The diagnoses task subscriptions follow, one poller each.
+    watches: Arc<tasks::Watches>,
     /// Per-principal calls per minute and concurrent diagnoses (unlimited until configured).
     limits: Arc<crate::auth::limits::Limits>,
 }
@@ -389,6 +392,7 @@ impl SysomServer {
             client: None,
             fallback: Some(Principal::stdio()),
             cancelled: Arc::default(),
+            watches: Arc::default(),
             limits: crate::auth::limits::Limits::new(0, 0),
         }
     }
@@ -399,8 +403,29 @@ impl SysomServer {
             .set(limits.calls_per_minute, limits.concurrent_diagnoses);
     }
 
+    /// Starts following the task `handle` for a `subscriptions/listen` of `principal`: refused
+    /// exactly when `tasks/get` would refuse the handle.
+    pub fn watch_task(
+        &self,
+        handle: &str,
+        principal: &str,
+    ) -> Result<tasks::Feed, crate::tasks::handle::Refused> {
+        tasks::watch(
+            &self.services,
+            &self.cancelled,
+            &self.watches,
+            handle,
+            principal,
+        )
+    }
+
+    /// SysOM diagnoses polled for task subscriptions right now.
+    pub fn watched_diagnoses(&self) -> usize {
+        self.watches.polling()
+    }
+
     /// The per-principal limits, for the HTTP layer's early 429.
-    pub fn limits(&self) -> &crate::auth::limits::Limits {
+    pub fn limits(&self) -> &Arc<crate::auth::limits::Limits> {
         &self.limits
     }
 

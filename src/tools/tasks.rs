@@ -16,6 +16,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use rmcp::{
     ErrorData, RoleServer,
     model::{
@@ -123,23 +124,225 @@ impl Starts {
     }
 }
 
-/// Handles cancelled through this instance, with their expiry.
-#[derive(Default)]
-pub struct Cancelled(Mutex<HashMap<String, u64>>);
+/// Handles cancelled through this instance, with their expiry, and a counter of cancellations
+/// that task subscriptions watch (so a `tasks/cancel` is notified at once, not at the next poll).
+pub struct Cancelled {
+    handles: Mutex<HashMap<String, u64>>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Cancelled {
+    fn default() -> Self {
+        Self {
+            handles: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
 
 impl Cancelled {
     fn insert(&self, handle: &str, expires_at: u64, now: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, e| *e > now);
-        if map.len() < MAX_CANCELLED {
-            map.insert(handle.to_string(), expires_at);
+        {
+            let mut map = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, e| *e > now);
+            if map.len() < MAX_CANCELLED {
+                map.insert(handle.to_string(), expires_at);
+            }
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn contains(&self, handle: &str) -> bool {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         map.contains_key(handle)
     }
+}
+
+/// SysOM's latest word on one diagnosis, shared by every subscription watching it.
+type Latest = tokio::sync::watch::Sender<Option<Arc<Polled>>>;
+
+/// The diagnoses task subscriptions watch on this instance, by SysOM task id: one poller per
+/// diagnosis however many subscriptions (and handles) follow it. A poller polls at once, then on
+/// the [`super::poll::delay_at`] schedule counted from the task's creation, until the diagnosis
+/// ends, its deadline passes, or nobody watches any more. Bounded by the subscriptions, which
+/// the HTTP layer bounds.
+#[derive(Default)]
+pub struct Watches(Mutex<HashMap<String, Latest>>);
+
+impl Watches {
+    /// Diagnoses polled right now (for tests and metrics).
+    pub fn polling(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn subscribe(
+        self: &Arc<Self>,
+        services: &Arc<ArcSwap<Services>>,
+        claims: &Claims,
+    ) -> tokio::sync::watch::Receiver<Option<Arc<Polled>>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(latest) = map.get(&claims.task_id) {
+            return latest.subscribe();
+        }
+        let latest = Latest::new(None);
+        let rx = latest.subscribe();
+        map.insert(claims.task_id.clone(), latest.clone());
+        drop(map);
+        let watches = self.clone();
+        let services = services.clone();
+        let (task_id, created_at) = (claims.task_id.clone(), claims.created_at);
+        tokio::spawn(async move {
+            watches.poll(services, task_id, created_at, latest).await;
+        });
+        rx
+    }
+
+    async fn poll(
+        &self,
+        services: Arc<ArcSwap<Services>>,
+        task_id: String,
+        created_at: u64,
+        latest: Latest,
+    ) {
+        let created = SystemTime::UNIX_EPOCH + Duration::from_secs(created_at);
+        loop {
+            let s = services.load_full();
+            let deadline = created + s.diagnosis.timeout;
+            let polled = diagnosis::poll_once(&s, &task_id).await;
+            let over = matches!(polled, Polled::Done(_)) || SystemTime::now() >= deadline;
+            latest.send_replace(Some(Arc::new(polled)));
+            if !over {
+                let elapsed = SystemTime::now()
+                    .duration_since(created)
+                    .unwrap_or_default();
+                let settings = &s.diagnosis;
+                let delay = super::poll::delay_at(
+                    settings.poll_interval,
+                    settings.poll_max_interval,
+                    elapsed,
+                )
+                .min(
+                    deadline
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default(),
+                );
+                drop(s);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = latest.closed() => {}
+                }
+            }
+            // Decided under the lock, so that nobody subscribes to a poller that is leaving.
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if over || latest.receiver_count() == 0 {
+                if map.get(&task_id).is_some_and(|l| l.same_channel(&latest)) {
+                    map.remove(&task_id);
+                }
+                tracing::debug!(sysom_task_id = %task_id, "task subscription poller done");
+                return;
+            }
+        }
+    }
+}
+
+/// One subscribed handle: yields its `DetailedTask` now and on every change of status (or
+/// status message), ending after a terminal one.
+pub struct Feed {
+    services: Arc<ArcSwap<Services>>,
+    cancelled: Arc<Cancelled>,
+    handle: String,
+    claims: Claims,
+    latest: tokio::sync::watch::Receiver<Option<Arc<Polled>>>,
+    cancels: tokio::sync::watch::Receiver<u64>,
+    last: Option<(rmcp::model::TaskStatus, Option<String>)>,
+    done: bool,
+}
+
+fn is_terminal(status: rmcp::model::TaskStatus) -> bool {
+    use rmcp::model::TaskStatus::*;
+    matches!(status, Completed | Failed | Cancelled)
+}
+
+impl Feed {
+    /// The handle this feed follows.
+    pub fn handle(&self) -> &str {
+        &self.handle
+    }
+
+    /// The next state to notify; None once the terminal one was given (or the poller gave up).
+    pub async fn next(&mut self) -> Option<DetailedTask> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let services = self.services.load_full();
+            let now = unix_secs(SystemTime::now());
+            let latest = self.latest.borrow_and_update().clone();
+            let detail = if self.cancelled.contains(&self.handle) {
+                Some(detailed(
+                    &services,
+                    self.handle.clone(),
+                    &self.claims,
+                    now,
+                    View::Cancelled,
+                ))
+            } else {
+                latest.as_deref().map(|polled| {
+                    detailed(
+                        &services,
+                        self.handle.clone(),
+                        &self.claims,
+                        now,
+                        View::Polled(polled),
+                    )
+                })
+            };
+            if let Some(detail) = detail {
+                let key = (detail.task.status, detail.task.status_message.clone());
+                let terminal = is_terminal(key.0);
+                if self.last.as_ref() != Some(&key) {
+                    self.last = Some(key);
+                    self.done = terminal;
+                    return Some(detail);
+                }
+            }
+            tokio::select! {
+                changed = self.latest.changed() => {
+                    if changed.is_err() {
+                        // The poller left and every value it sent was seen: nothing more comes.
+                        self.done = true;
+                        return None;
+                    }
+                }
+                _ = self.cancels.changed() => {}
+            }
+        }
+    }
+}
+
+/// Opens `handle` for `principal` (as `tasks/get` does) and starts following it.
+pub fn watch(
+    services: &Arc<ArcSwap<Services>>,
+    cancelled: &Arc<Cancelled>,
+    watches: &Arc<Watches>,
+    handle: &str,
+    principal: &str,
+) -> Result<Feed, handle::Refused> {
+    let claims = services
+        .load()
+        .task_keys
+        .open(handle, principal, SystemTime::now())?;
+    let latest = watches.subscribe(services, &claims);
+    Ok(Feed {
+        services: services.clone(),
+        cancelled: cancelled.clone(),
+        handle: handle.to_string(),
+        claims,
+        latest,
+        cancels: cancelled.changes.subscribe(),
+        last: None,
+        done: false,
+    })
 }
 
 /// Whether the request declared the tasks extension (per request or at `initialize`).
@@ -225,6 +428,55 @@ fn open(
         .map_err(refused)
 }
 
+/// What `tasks/get` knows about a task besides its handle: cancelled through this instance
+/// (SysOM is not asked), or SysOM's latest word.
+pub(crate) enum View<'a> {
+    Cancelled,
+    Polled(&'a Polled),
+}
+
+/// The `DetailedTask` of an opened handle at `now` (unix seconds), as `tasks/get` answers it
+/// and `notifications/tasks` carries it: working while SysOM runs the diagnosis and its
+/// deadline has not passed, completed (the tool result inlined) once it ended or timed out,
+/// cancelled if cancelled here.
+pub(crate) fn detailed(
+    services: &Services,
+    handle: String,
+    claims: &Claims,
+    now: u64,
+    view: View<'_>,
+) -> DetailedTask {
+    let mut t = task(services, handle, claims, now);
+    let envelope = match view {
+        View::Cancelled => {
+            t.status_message =
+                Some("cancelled by the client; SysOM's diagnosis may still run".into());
+            return DetailedTask::new(t, TaskPayload::Cancelled);
+        }
+        View::Polled(Polled::Running(status)) => {
+            let deadline = claims.created_at + services.diagnosis.timeout.as_secs();
+            if now < deadline {
+                t.status_message = Some(format!(
+                    "{} task {}: {status}",
+                    claims.service, claims.task_id
+                ));
+                return DetailedTask::new(t, TaskPayload::Working);
+            }
+            diagnosis::timed_out(services.diagnosis.timeout, &claims.task_id)
+        }
+        View::Polled(Polled::Done(envelope)) => envelope.clone(),
+    };
+    let result = tool_result(
+        serde_json::to_value(envelope).expect("envelopes serialise"),
+        true,
+    );
+    let result = match serde_json::to_value(result) {
+        Ok(Value::Object(m)) => m,
+        _ => JsonObject::new(),
+    };
+    DetailedTask::new(t, TaskPayload::Completed { result })
+}
+
 /// `tasks/get`: opens the handle and asks SysOM how the diagnosis is doing.
 pub async fn get(
     services: &Services,
@@ -235,43 +487,22 @@ pub async fn get(
     let now = SystemTime::now();
     let claims = open(services, &handle, principal, now)?;
     let now = unix_secs(now);
-    let cancelled = cancelled.contains(&handle);
-    let mut t = task(services, handle, &claims, now);
-    if cancelled {
-        t.status_message = Some("cancelled by the client; SysOM's diagnosis may still run".into());
-        return Ok(GetTaskResult::new(DetailedTask::new(
-            t,
-            TaskPayload::Cancelled,
+    if cancelled.contains(&handle) {
+        return Ok(GetTaskResult::new(detailed(
+            services,
+            handle,
+            &claims,
+            now,
+            View::Cancelled,
         )));
     }
-    let envelope = match diagnosis::poll_once(services, &claims.task_id).await {
-        Polled::Running(status) => {
-            let deadline = claims.created_at + services.diagnosis.timeout.as_secs();
-            if now < deadline {
-                t.status_message = Some(format!(
-                    "{} task {}: {status}",
-                    claims.service, claims.task_id
-                ));
-                return Ok(GetTaskResult::new(DetailedTask::new(
-                    t,
-                    TaskPayload::Working,
-                )));
-            }
-            diagnosis::timed_out(services.diagnosis.timeout, &claims.task_id)
-        }
-        Polled::Done(envelope) => envelope,
-    };
-    let result = tool_result(
-        serde_json::to_value(envelope).expect("envelopes serialise"),
-        true,
-    );
-    let result = match serde_json::to_value(result) {
-        Ok(Value::Object(m)) => m,
-        _ => JsonObject::new(),
-    };
-    Ok(GetTaskResult::new(DetailedTask::new(
-        t,
-        TaskPayload::Completed { result },
+    let polled = diagnosis::poll_once(services, &claims.task_id).await;
+    Ok(GetTaskResult::new(detailed(
+        services,
+        handle,
+        &claims,
+        now,
+        View::Polled(&polled),
     )))
 }
 
