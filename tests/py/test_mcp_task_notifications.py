@@ -246,3 +246,30 @@ async def test_two_subscriptions_of_one_task_share_its_polls(mock, tmp_path):
     assert [r[2][-2]["params"]["status"] for r in results] == ["completed", "completed"], results
     # ~1.5 s at 200 ms: 8-9 polls for one poller; two pollers would make twice as many.
     assert made <= 11, f"{made} polls for two subscriptions of one diagnosis"
+
+
+async def test_open_subscriptions_count_as_sessions_and_calls(mock, tmp_path):
+    """--max-sessions 1: while one subscription is open a second is refused (503); it counts as
+    a call against --max-calls-per-minute too (429)."""
+    import threading
+    mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 60})
+    with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless", "--max-sessions", "1"]) as srv:
+        handle = (await start_task(srv.url)).task_id
+        opened, release = threading.Event(), threading.Event()
+
+        def hold(msgs):
+            opened.set()
+            return release.wait(15)
+
+        first = threading.Thread(target=lambda: subscribe(srv.url, [handle], stop=hold))
+        first.start()
+        assert opened.wait(10)
+        status, _, [answer] = subscribe(srv.url, [handle], rid="sub-2")
+        release.set()
+        first.join(10)
+        support.wait_until(lambda: subscribe(srv.url, [], rid="sub-3")[0] == 200, 5, what="the slot to free")
+    assert status == 503, answer
+    with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless", "--max-calls-per-minute", "1"]) as srv:
+        assert subscribe(srv.url, [], rid="a")[0] == 200
+        status, _, [answer] = subscribe(srv.url, [], rid="b")
+    assert status == 429 and answer["id"] == "b", answer
