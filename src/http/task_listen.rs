@@ -97,6 +97,7 @@ const CHANNEL_CAPACITY: usize = 8;
 #[derive(Debug, PartialEq)]
 pub(crate) struct Listen {
     id: Value,
+    request_id: RequestId,
     /// The task ids asked for, or why `taskIds` is not a list of strings.
     task_ids: Result<Vec<String>, &'static str>,
     declares_tasks: bool,
@@ -111,6 +112,8 @@ pub(crate) fn recognise(message: &Value, headers: &HeaderMap) -> Option<Listen> 
     let id = message
         .get("id")
         .filter(|id| id.is_string() || id.is_number())?;
+    // An id rmcp cannot take (a fraction) stays rmcp's to refuse.
+    let request_id: RequestId = serde_json::from_value(id.clone()).ok()?;
     let params = message.get("params")?;
     let task_ids = params.get("notifications")?.get("taskIds")?;
     let meta = params.get("_meta")?;
@@ -146,6 +149,7 @@ pub(crate) fn recognise(message: &Value, headers: &HeaderMap) -> Option<Listen> 
     };
     Some(Listen {
         id: id.clone(),
+        request_id,
         task_ids,
         declares_tasks: capabilities.supports_tasks(),
     })
@@ -258,7 +262,7 @@ impl State {
         client: Option<IpAddr>,
     ) -> Option<Response<Body>> {
         let listen = recognise(message, headers)?;
-        let id = listen.id;
+        let (id, request_id) = (listen.id, listen.request_id);
         if !listen.declares_tasks {
             let error = ErrorData::missing_required_client_capability(
                 ClientCapabilities::builder().enable_tasks().build(),
@@ -324,7 +328,6 @@ impl State {
         };
         let open = Open::new(self.clone());
         drop(slot);
-        let request_id: RequestId = serde_json::from_value(id.clone()).ok()?;
 
         let who = principal.id();
         let mut feeds: Vec<Feed> = Vec::new();
@@ -466,6 +469,7 @@ mod tests {
             recognise(&m, &headers(Some(VERSION))),
             Some(Listen {
                 id: json!(7),
+                request_id: RequestId::Number(7),
                 task_ids: Ok(vec!["a".into(), "b".into()]),
                 declares_tasks: true,
             })

@@ -252,6 +252,7 @@ pub struct Feed {
     cancelled: Arc<Cancelled>,
     handle: String,
     claims: Claims,
+    watches: Arc<Watches>,
     latest: tokio::sync::watch::Receiver<Option<Arc<Polled>>>,
     cancels: tokio::sync::watch::Receiver<u64>,
     last: Option<(rmcp::model::TaskStatus, Option<String>)>,
@@ -309,9 +310,11 @@ impl Feed {
             tokio::select! {
                 changed = self.latest.changed() => {
                     if changed.is_err() {
-                        // The poller left and every value it sent was seen: nothing more comes.
-                        self.done = true;
-                        return None;
+                        // The poller left and every value it sent was seen, the last one not
+                        // terminal for this handle: it stopped at its own deadline, counted
+                        // from an earlier handle of the same SysOM task. Follow on with a
+                        // poller of this handle's.
+                        self.latest = self.watches.subscribe(&self.services, &self.claims);
                     }
                 }
                 _ = self.cancels.changed() => {}
@@ -338,6 +341,7 @@ pub fn watch(
         cancelled: cancelled.clone(),
         handle: handle.to_string(),
         claims,
+        watches: watches.clone(),
         latest,
         cancels: cancelled.changes.subscribe(),
         last: None,

@@ -273,3 +273,24 @@ async def test_open_subscriptions_count_as_sessions_and_calls(mock, tmp_path):
         assert subscribe(srv.url, [], rid="a")[0] == 200
         status, _, [answer] = subscribe(srv.url, [], rid="b")
     assert status == 429 and answer["id"] == "b", answer
+
+
+async def test_handles_of_one_diagnosis_keep_their_own_deadlines(mock, tmp_path):
+    """Two handles of one SysOM task, the first made 29 s before the other (a coalesced call):
+    the first times out at its deadline, the second still gets SysOM's result, though they
+    share one poller until the first's deadline."""
+    mock.scenario(diagnosis={"polls_before_done": 0, "seconds_before_done": 3})
+    with Server(fleet_env(mock, key_dir(tmp_path, KEY1)), ["--stateless"]) as srv:
+        late = (await start_task(srv.url)).task_id
+        c = claims_of(late)
+        early = seal(KEY1, dict(c, c=c["c"] - 29, n="early"))
+        _, _, msgs = subscribe(srv.url, [early, late])
+    last = {}
+    for m in msgs:
+        if m.get("method") == "notifications/tasks":
+            last[m["params"]["taskId"]] = m["params"]
+    assert last[early]["status"] == "completed"
+    assert last[early]["result"]["structuredContent"]["code"] == "TaskTimeout", last[early]
+    assert last[late]["status"] == "completed", msgs
+    assert last[late]["result"]["structuredContent"]["code"] == "Success", last[late]
+    assert "result" in msgs[-1]
