@@ -75,10 +75,13 @@ async fn serve_stdio(config: Config) -> Result<(), StartError> {
         tracing::warn!("no SysOM credentials configured; tools will answer with what to set");
     }
     let server = SysomServer::new(services);
+    let server_warm_up = server.clone();
     let running = server
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| StartError::StdioHandshake(e.to_string()))?;
+    // The handshake is done: the HTTPS client can be built now, off the start-up path.
+    server_warm_up.warm_up_after(crate::upstream::WARM_UP_DELAY);
     let ct = running.cancellation_token();
     tokio::spawn(async move {
         supervise::stop_requested().await;
@@ -185,6 +188,8 @@ async fn serve_http(
     let stop = CancellationToken::new();
 
     notify::ready(&format!("serving on {addresses}"));
+    // Ready: the upstream HTTPS client (the CA store) is built in the background from now on.
+    server.warm_up_after(crate::upstream::WARM_UP_DELAY);
     if let Some(interval) = notify::spawn_watchdog() {
         tracing::info!(?interval, "systemd watchdog enabled");
     }

@@ -119,8 +119,9 @@ impl Services {
         }
     }
 
-    /// Builds what the tools use from a configuration: credentials, the HTTP client, the
-    /// upstream client, the task key ring. Fails only for a task key file that cannot be used.
+    /// Builds what the tools use from a configuration: credentials, the upstream client (its
+    /// HTTPS client is built later: see [`SysomServer::warm_up_after`]), the task key ring.
+    /// Fails only for a task key file that cannot be used.
     pub fn from_config(
         config: &Config,
         activation: Option<Arc<activation::Cache>>,
@@ -136,7 +137,6 @@ impl Services {
             |label| provider.derive_key(label),
         )?;
         let http = upstream::LazyHttp::new(&config.upstream);
-        http.warm_up();
         let client = upstream::Client::new(
             http,
             config.endpoint.clone(),
@@ -446,8 +446,22 @@ impl SysomServer {
         }
     }
 
-    /// Replaces the services (new credentials, endpoint or settings) for future calls.
+    /// Builds the upstream HTTPS client in the background once `delay` has passed, off the
+    /// start-up path (issue 16): called when the server is ready, so reading the CA store does
+    /// not compete with the start and its first requests. A cloud call made earlier builds the
+    /// client itself. Needs a tokio runtime.
+    pub fn warm_up_after(&self, delay: std::time::Duration) {
+        let services = self.services.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            services.load().upstream.warm_up();
+        });
+    }
+
+    /// Replaces the services (new credentials, endpoint or settings) for future calls; their
+    /// HTTPS client is built in the background at once (the server is running already).
     pub fn replace_services(&self, mut services: Services) {
+        services.upstream.warm_up();
         let running = self.services.load();
         services.flights = running.flights.clone();
         services.task_starts = running.task_starts.clone();

@@ -170,14 +170,25 @@ pub fn build_http(settings: &UpstreamSettings) -> reqwest::Client {
         .expect("the TLS backend initialises")
 }
 
-/// The HTTPS client, built off the start-up path: reading the system CA store (hundreds of
-/// certificates on RHEL-family hosts) would otherwise delay readiness. [`LazyHttp::warm_up`]
-/// builds it on a thread of its own at start; a call that comes first builds it itself.
+/// The HTTPS client, built off the start-up path: building it reads and parses the whole
+/// system CA store (hundreds of certificates, a bundle and a hashed directory on most hosts),
+/// which on a busy 2-core host took most of the cold start when it ran beside it (issue 16).
+/// Nothing builds it at start: the server calls [`LazyHttp::warm_up`] once it is ready and
+/// [`WARM_UP_DELAY`] has passed, and the warm-up thread runs at a lower priority. A call that
+/// comes first builds it itself; a call that comes while the warm-up builds it waits for that
+/// one build (`OnceLock`): it is never built twice.
 #[derive(Clone)]
 pub struct LazyHttp {
     settings: UpstreamSettings,
     cell: Arc<std::sync::OnceLock<reqwest::Client>>,
 }
+
+/// How long after readiness the client is built in the background: the first requests of a
+/// (socket-activated) start are answered before the CA store is read.
+pub const WARM_UP_DELAY: Duration = Duration::from_secs(1);
+
+/// How much nicer than the rest of the process the warm-up thread runs.
+const WARM_UP_NICENESS: i32 = 10;
 
 impl LazyHttp {
     pub fn new(settings: &UpstreamSettings) -> Self {
@@ -188,19 +199,55 @@ impl LazyHttp {
     }
 
     pub fn get(&self) -> &reqwest::Client {
-        self.cell.get_or_init(|| build_http(&self.settings))
+        self.cell.get_or_init(|| {
+            tracing::debug!("building the HTTPS client (reading the CA store)");
+            let client = build_http(&self.settings);
+            tracing::debug!("HTTPS client built");
+            client
+        })
     }
 
-    /// Builds the client in the background (no-op once built).
+    /// Whether the client has been built (by a call or the warm-up).
+    pub fn is_built(&self) -> bool {
+        self.cell.get().is_some()
+    }
+
+    /// Builds the client on a low-priority thread of its own (no-op once built).
     pub fn warm_up(&self) {
+        if self.is_built() {
+            return;
+        }
         let lazy = self.clone();
         let _ = std::thread::Builder::new()
             .name("sysom-https-init".into())
             .spawn(move || {
+                lower_this_threads_priority(WARM_UP_NICENESS);
                 lazy.get();
             });
     }
 }
+
+/// Raises the calling thread's nice value by `by` (Linux: a thread's own priority), so that
+/// building the client yields to request handling. Raising one's nice value needs no
+/// privilege; failure only leaves the priority as it was.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_this_threads_priority(by: i32) {
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: getpriority/setpriority take plain integers and touch no memory of ours;
+    // PRIO_PROCESS with a thread id addresses that one thread on Linux.
+    unsafe {
+        nix::errno::Errno::clear();
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && nix::errno::Errno::last_raw() != 0 {
+            return;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority(_by: i32) {}
 
 impl Client {
     pub fn new(
@@ -228,6 +275,16 @@ impl Client {
 
     pub fn settings(&self) -> &UpstreamSettings {
         &self.settings
+    }
+
+    /// Builds the HTTPS client in the background now (see [`LazyHttp::warm_up`]).
+    pub fn warm_up(&self) {
+        self.http.warm_up();
+    }
+
+    /// Whether the HTTPS client has been built.
+    pub fn http_built(&self) -> bool {
+        self.http.is_built()
     }
 
     /// Calls `op` and returns its JSON body. HTTP errors become [`UpstreamError::Api`] with the
