@@ -12,6 +12,7 @@ pub(crate) mod router;
 pub(crate) mod serve;
 pub(crate) mod session_fast;
 pub(crate) mod session_load;
+pub(crate) mod stateless_fast;
 pub(crate) mod task_listen;
 pub(crate) mod tls;
 pub(crate) mod trim;
@@ -71,6 +72,8 @@ pub struct State {
     loopback_only: bool,
     /// The `tools/list` result for each set of scopes, serialised once (see [`Scopes::index`]).
     tools_list_json: Vec<String>,
+    /// ...and as the 2026-07-28 protocol has it (with `resultType` and caching hints).
+    tools_list_json_2026: Vec<String>,
     /// Who opened each stateful Streamable HTTP session: only that principal may use or
     /// delete it.
     owners: Mutex<HashMap<String, Owner>>,
@@ -122,6 +125,9 @@ impl State {
         let tools_list_json = Scopes::every()
             .map(|scopes| rmcp_compat::tools_list_json(server.tool_list_for(scopes)))
             .collect();
+        let tools_list_json_2026 = Scopes::every()
+            .map(|scopes| rmcp_compat::tools_list_json_2026(server.tool_list_for(scopes)))
+            .collect();
         let shutdown = CancellationToken::new();
         let manager = |priming: bool| {
             let mut manager = LocalSessionManager::default();
@@ -168,6 +174,7 @@ impl State {
             counters: Arc::default(),
             loopback_only,
             tools_list_json,
+            tools_list_json_2026,
             owners: Mutex::default(),
             in_flight: Arc::default(),
         })
@@ -208,6 +215,11 @@ impl State {
     /// The `tools/list` result for a principal holding `scopes`, serialised once.
     pub fn tools_list_json(&self, scopes: Scopes) -> &str {
         &self.tools_list_json[scopes.index()]
+    }
+
+    /// The same for the 2026-07-28 protocol.
+    pub fn tools_list_json_2026(&self, scopes: Scopes) -> &str {
+        &self.tools_list_json_2026[scopes.index()]
     }
 
     /// Whether `principal` may use the stateful session `id`: yes if it opened it, or if the

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use rmcp::{
-    model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, Tool},
+    model::{
+        ClientJsonRpcMessage, ClientRequest, GetMeta, JsonRpcMessage, ListToolsResult,
+        ProtocolVersion, ServerResult, Tool,
+    },
     transport::streamable_http_server::session::local::LocalSessionManager,
 };
 use serde_json::Value;
@@ -33,6 +36,97 @@ pub(crate) fn tools_list_json(tools: Vec<Tool>) -> String {
         obj.remove("resultType");
     }
     tools_list.to_string()
+}
+
+/// The `tools/list` result as rmcp serialises it for 2026-07-28 clients: `resultType` and the
+/// caching hints the handler left out filled in with rmcp's defaults (`ttlMs: 0`,
+/// `cacheScope: "private"`), as its server handler does before answering them.
+pub(crate) fn tools_list_json_2026(tools: Vec<Tool>) -> String {
+    let mut result = ServerResult::ListToolsResult(ListToolsResult::with_all_items(tools));
+    result.fill_missing_cache_hints();
+    serde_json::to_string(&result).expect("the tool list serialises")
+}
+
+/// The `_meta` keys a plain 2026-07-28 `tools/list` carries; any other goes to rmcp.
+const PLAIN_META_KEYS: [&str; 3] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+];
+
+/// The one value of header `name`, as text; None when absent, repeated or not text.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()
+}
+
+/// The request id (serialised as rmcp echoes it) of a sessionless 2026-07-28 `tools/list`
+/// that rmcp answers with the whole list, or None (rmcp answers) for anything else. Taken
+/// here is only the plain shape, which passes every check rmcp makes on it
+/// (`is_legacy_request`, `validate_protocol_version_header`, `validate_standard_headers`,
+/// `validate_request_protocol_version_meta`, and its handler's version and `_meta` checks):
+///
+/// * one `MCP-Protocol-Version: 2026-07-28` and one `Mcp-Method: tools/list` header;
+/// * params holding only `_meta` (no cursor), whose keys are among [`PLAIN_META_KEYS`], with
+///   protocol version 2026-07-28 and client capabilities (and client info, if given) that
+///   rmcp decodes.
+///
+/// `typed` is `message` as rmcp parses it.
+pub(crate) fn prepared_2026_request_id(
+    typed: &ClientJsonRpcMessage,
+    message: &Value,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let version = ProtocolVersion::V_2026_07_28;
+    if single_header(headers, "mcp-protocol-version")? != version.as_str()
+        || single_header(headers, "mcp-method")? != "tools/list"
+    {
+        return None;
+    }
+    let JsonRpcMessage::Request(request) = typed else {
+        return None;
+    };
+    let ClientRequest::ListToolsRequest(list) = &request.request else {
+        return None;
+    };
+    if list.params.as_ref().is_none_or(|p| p.cursor.is_some()) {
+        return None;
+    }
+    let params = message.get("params")?.as_object()?;
+    let meta = params.get("_meta")?.as_object()?;
+    if params.len() != 1 || !meta.keys().all(|k| PLAIN_META_KEYS.contains(&k.as_str())) {
+        return None;
+    }
+    let typed_meta = request.request.get_meta();
+    if typed_meta.protocol_version() != Some(version.clone())
+        || !typed_meta.missing_required_keys(&version).is_empty()
+        || (meta.contains_key(PLAIN_META_KEYS[2]) && typed_meta.client_info().is_none())
+    {
+        return None;
+    }
+    serde_json::to_string(&request.id).ok()
+}
+
+/// `body` as rmcp parses it (from the bytes, where the router parses a JSON tree first): a
+/// body with a repeated key, which the tree keeps the last of, is no message to rmcp (415).
+pub(crate) fn rmcp_message(body: &[u8]) -> Option<ClientJsonRpcMessage> {
+    serde_json::from_slice(body).ok()
+}
+
+/// Whether rmcp's Streamable HTTP service takes the request's Host (it answers 400 for a Host
+/// header that is not text or not an authority, and for no Host and no `:authority`), which
+/// our own Host check may let through (`--allowed-hosts '*'`).
+pub(crate) fn host_parses(parts: &http::request::Parts) -> bool {
+    match parts.headers.get(header::HOST) {
+        Some(host) => host
+            .to_str()
+            .is_ok_and(|h| http::uri::Authority::try_from(h).is_ok()),
+        None => parts.uri.authority().is_some(),
+    }
 }
 
 /// The prepared result answering `message`, a `tools/list` or `ping`, and the id to echo: the
@@ -69,7 +163,7 @@ pub(crate) fn prepared_result<'a>(
 }
 
 /// The JSON-RPC answer `{"jsonrpc":"2.0","id":…,"result":…}` as rmcp serialises it.
-pub(crate) fn jsonrpc_result(id: &Value, result: &str) -> String {
+pub(crate) fn jsonrpc_result(id: impl std::fmt::Display, result: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
 }
 

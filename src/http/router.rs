@@ -708,7 +708,7 @@ async fn mcp(
                 };
                 // Admitted first: an id still in flight is refused here as on rmcp's path.
                 if let Some(resp) = state
-                    .in_session_answer(&message, &parts.headers, &principal)
+                    .in_session_answer(&message, &body, &parts, &principal)
                     .await
                 {
                     return resp;
@@ -721,11 +721,7 @@ async fn mcp(
                     None => resp,
                 };
             }
-            if let Some(resp) = rmcp_compat::prepared_answer(
-                state.tools_list_json(principal.scopes),
-                &message,
-                &parts.headers,
-            ) {
+            if let Some(resp) = state.sessionless_answer(&message, &body, &parts, &principal) {
                 return resp;
             }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");

@@ -13,6 +13,8 @@
 //!   `MCP-Protocol-Version` header is absent or a session-era version ([`rmcp_compat::prepared_result`]);
 //! * the Accept header names `application/json` and `text/event-stream` plainly (rmcp answers
 //!   406 otherwise; any parameter, quoting or wildcard goes to rmcp);
+//! * rmcp takes the Host ([`rmcp_compat::host_parses`]) and the body as one message (a
+//!   repeated key is none to rmcp, [`rmcp_compat::rmcp_message`]);
 //! * rmcp has seen a request of this session recently ([`REFRESH_FRACTION`] of the idle
 //!   timeout): a request rmcp never sees does not reset its idle timer, so a session used only
 //!   through this path still gets a request through now and then and expires no earlier than
@@ -27,7 +29,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderMap, Response};
+use http::{Response, request::Parts};
 use serde_json::Value;
 
 use super::{Body, State, rmcp_compat, session_id};
@@ -46,13 +48,18 @@ impl State {
     pub(crate) async fn in_session_answer(
         &self,
         message: &Value,
-        headers: &HeaderMap,
+        body: &[u8],
+        parts: &Parts,
         principal: &Principal,
     ) -> Option<Response<Body>> {
+        let headers = &parts.headers;
         let id = session_id(headers)?;
         let (request_id, result) =
             rmcp_compat::prepared_result(self.tools_list_json(principal.scopes), message, headers)?;
-        if !rmcp_compat::accepts_json_and_sse(headers) {
+        if !rmcp_compat::accepts_json_and_sse(headers)
+            || !rmcp_compat::host_parses(parts)
+            || rmcp_compat::rmcp_message(body).is_none()
+        {
             return None;
         }
         let refresh = self.config.load().limits.session_idle_timeout / REFRESH_FRACTION;
