@@ -1,7 +1,8 @@
 //! Everything that copies or adjusts rmcp's wire behaviour lives here, next to the tests that
 //! compare it with rmcp's own answers, so an rmcp upgrade that changes them fails here first:
 //! the prepared `tools/list`/`ping` bodies (with `resultType` stripped as rmcp does for
-//! pre-2026-07-28 clients), the protocol versions they serve, the DELETE status, the session
+//! pre-2026-07-28 clients, with caching hints for 2026-07-28 ones), the protocol versions and
+//! request shapes they serve, the Host and body rmcp refuses before answering, the DELETE status, the session
 //! count read from rmcp's session manager, which sessions get SSE priming events, how rmcp
 //! frames an answer on a session's request stream and which `Accept` it takes there, and the
 //! `initialize` requests rmcp would refuse with a misleading or non-JSON answer.
@@ -168,7 +169,7 @@ pub(crate) fn jsonrpc_result(id: impl std::fmt::Display, result: &str) -> String
 }
 
 /// Answers a sessionless `tools/list` or `ping` from a prepared body (see [`prepared_result`]).
-/// Requests of the 2026-07-28 protocol still go through rmcp.
+/// Requests of the 2026-07-28 protocol are [`prepared_2026_request_id`]'s.
 pub(crate) fn prepared_answer(
     tools_list_json: &str,
     message: &Value,
