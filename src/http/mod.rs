@@ -71,9 +71,9 @@ pub struct State {
     /// Whether every listening socket is loopback-only (tokens are optional then).
     loopback_only: bool,
     /// The `tools/list` result for each set of scopes, serialised once (see [`Scopes::index`]).
-    tools_list_json: Vec<String>,
+    tools_list_json: Vec<Bytes>,
     /// ...and as the 2026-07-28 protocol has it (with `resultType` and caching hints).
-    tools_list_json_2026: Vec<String>,
+    tools_list_json_2026: Vec<Bytes>,
     /// Who opened each stateful Streamable HTTP session: only that principal may use or
     /// delete it.
     owners: Mutex<HashMap<String, Owner>>,
@@ -213,12 +213,12 @@ impl State {
     }
 
     /// The `tools/list` result for a principal holding `scopes`, serialised once.
-    pub fn tools_list_json(&self, scopes: Scopes) -> &str {
+    pub fn tools_list_json(&self, scopes: Scopes) -> &Bytes {
         &self.tools_list_json[scopes.index()]
     }
 
     /// The same for the 2026-07-28 protocol.
-    pub fn tools_list_json_2026(&self, scopes: Scopes) -> &str {
+    pub fn tools_list_json_2026(&self, scopes: Scopes) -> &Bytes {
         &self.tools_list_json_2026[scopes.index()]
     }
 

@@ -30,22 +30,22 @@ const PREPARED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", 
 
 /// The `tools/list` result as rmcp serialises it for pre-2026-07-28 clients: without the newer
 /// `resultType` field.
-pub(crate) fn tools_list_json(tools: Vec<Tool>) -> String {
+pub(crate) fn tools_list_json(tools: Vec<Tool>) -> Bytes {
     let mut tools_list = serde_json::to_value(rmcp::model::ListToolsResult::with_all_items(tools))
         .expect("the tool list serialises");
     if let Some(obj) = tools_list.as_object_mut() {
         obj.remove("resultType");
     }
-    tools_list.to_string()
+    Bytes::from(tools_list.to_string())
 }
 
 /// The `tools/list` result as rmcp serialises it for 2026-07-28 clients: `resultType` and the
 /// caching hints the handler left out filled in with rmcp's defaults (`ttlMs: 0`,
 /// `cacheScope: "private"`), as its server handler does before answering them.
-pub(crate) fn tools_list_json_2026(tools: Vec<Tool>) -> String {
+pub(crate) fn tools_list_json_2026(tools: Vec<Tool>) -> Bytes {
     let mut result = ServerResult::ListToolsResult(ListToolsResult::with_all_items(tools));
     result.fill_missing_cache_hints();
-    serde_json::to_string(&result).expect("the tool list serialises")
+    Bytes::from(serde_json::to_vec(&result).expect("the tool list serialises"))
 }
 
 /// The `_meta` keys a plain 2026-07-28 `tools/list` carries; any other goes to rmcp.
@@ -137,10 +137,10 @@ pub(crate) fn host_parses(parts: &http::request::Parts) -> bool {
 /// checks per-request protocol metadata in it), and protocol versions other than the
 /// session-era ones.
 pub(crate) fn prepared_result<'a>(
-    tools_list_json: &'a str,
+    tools_list_json: &Bytes,
     message: &'a Value,
     headers: &HeaderMap,
-) -> Option<(&'a Value, &'a str)> {
+) -> Option<(&'a Value, Bytes)> {
     if let Some(v) = headers.get("mcp-protocol-version") {
         let v = v.to_str().ok()?;
         if !PREPARED_VERSIONS.contains(&v) {
@@ -156,27 +156,70 @@ pub(crate) fn prepared_result<'a>(
         return None;
     }
     let result = match message.get("method").and_then(Value::as_str)? {
-        "tools/list" => tools_list_json,
-        "ping" => "{}",
+        "tools/list" => tools_list_json.clone(),
+        "ping" => Bytes::from_static(b"{}"),
         _ => return None,
     };
     Some((id, result))
 }
 
-/// The JSON-RPC answer `{"jsonrpc":"2.0","id":…,"result":…}` as rmcp serialises it.
-pub(crate) fn jsonrpc_result(id: impl std::fmt::Display, result: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+/// The JSON-RPC answer `{"jsonrpc":"2.0","id":…,"result":…}` as rmcp serialises it, in three
+/// pieces: the prepared `result` is shared, not copied (it is 34 KB and more).
+pub(crate) fn jsonrpc_result(id: impl std::fmt::Display, result: Bytes) -> [Bytes; 3] {
+    [
+        Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#)),
+        result,
+        Bytes::from_static(b"}"),
+    ]
+}
+
+/// A response body sent as the pieces it is made of, with its exact length (so hyper sends a
+/// `Content-Length`, as for rmcp's one-piece bodies, and writes the pieces without joining them).
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+/// A `status` response of `content_type` whose body is `pieces`, one after the other.
+pub(crate) fn pieces_response(
+    status: StatusCode,
+    content_type: &'static str,
+    pieces: impl IntoIterator<Item = Bytes>,
+) -> Response<Body> {
+    let pieces = pieces.into_iter().filter(|b| !b.is_empty()).collect();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Pieces(pieces).boxed())
+        .expect("static response parts are valid")
 }
 
 /// Answers a sessionless `tools/list` or `ping` from a prepared body (see [`prepared_result`]).
 /// Requests of the 2026-07-28 protocol are [`prepared_2026_request_id`]'s.
 pub(crate) fn prepared_answer(
-    tools_list_json: &str,
+    tools_list_json: &Bytes,
     message: &Value,
     headers: &HeaderMap,
 ) -> Option<Response<Body>> {
     let (id, result) = prepared_result(tools_list_json, message, headers)?;
-    Some(router::full(
+    Some(pieces_response(
         StatusCode::OK,
         "application/json",
         jsonrpc_result(id, result),
@@ -348,21 +391,31 @@ pub(crate) fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     json && sse
 }
 
-/// The SSE body rmcp sends for a request answered by `answer` (one JSON-RPC message), on the
-/// request stream numbered `stream`, with a priming event first when `retry` is set.
-pub(crate) fn sse_answer(answer: &str, stream: u64, retry: Option<std::time::Duration>) -> String {
-    match retry {
-        Some(retry) => format!(
-            "data: \nid: 0/{stream}\nretry: {}\n\ndata: {answer}\nid: 1/{stream}\n\n",
-            retry.as_millis()
+/// The SSE body rmcp sends for a request answered by `answer` (one JSON-RPC message, in
+/// pieces), on the request stream numbered `stream`, with a priming event first when `retry`
+/// is set.
+pub(crate) fn sse_answer(
+    answer: [Bytes; 3],
+    stream: u64,
+    retry: Option<std::time::Duration>,
+) -> [Bytes; 5] {
+    let (head, tail) = match retry {
+        Some(retry) => (
+            format!(
+                "data: \nid: 0/{stream}\nretry: {}\n\ndata: ",
+                retry.as_millis()
+            ),
+            format!("\nid: 1/{stream}\n\n"),
         ),
-        None => format!("data: {answer}\nid: 0/{stream}\n\n"),
-    }
+        None => ("data: ".to_string(), format!("\nid: 0/{stream}\n\n")),
+    };
+    let [a, b, c] = answer;
+    [Bytes::from(head), a, b, c, Bytes::from(tail)]
 }
 
 /// An SSE response with rmcp's headers.
-pub(crate) fn sse_response(body: String) -> Response<Body> {
-    let mut resp = router::full(StatusCode::OK, "text/event-stream", body);
+pub(crate) fn sse_response(pieces: impl IntoIterator<Item = Bytes>) -> Response<Body> {
+    let mut resp = pieces_response(StatusCode::OK, "text/event-stream", pieces);
     let headers = resp.headers_mut();
     headers.insert(
         header::CACHE_CONTROL,
@@ -423,13 +476,42 @@ mod session_framing_tests {
         assert!(!accepts_json_and_sse(&accept(&["*/*"])));
     }
 
+    fn joined(pieces: &[Bytes]) -> String {
+        pieces
+            .iter()
+            .map(|b| std::str::from_utf8(b).unwrap())
+            .collect()
+    }
+
     #[test]
     fn the_framing_is_rmcps_with_and_without_priming() {
         let a = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let answer = || jsonrpc_result(1, Bytes::from_static(b"{}"));
+        assert_eq!(joined(&answer()), a);
         assert_eq!(
-            sse_answer(a, 7, Some(std::time::Duration::from_secs(3))),
+            joined(&sse_answer(
+                answer(),
+                7,
+                Some(std::time::Duration::from_secs(3))
+            )),
             format!("data: \nid: 0/7\nretry: 3000\n\ndata: {a}\nid: 1/7\n\n")
         );
-        assert_eq!(sse_answer(a, 7, None), format!("data: {a}\nid: 0/7\n\n"));
+        assert_eq!(
+            joined(&sse_answer(answer(), 7, None)),
+            format!("data: {a}\nid: 0/7\n\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_has_its_exact_length() {
+        let resp = sse_response(sse_answer(answer_of_len(40_000), 3, None));
+        let hint = http_body::Body::size_hint(resp.body()).exact();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(hint, Some(body.len() as u64));
+        assert!(body.starts_with(b"data: {") && body.ends_with(b"}\nid: 0/3\n\n"));
+    }
+
+    fn answer_of_len(n: usize) -> [Bytes; 3] {
+        jsonrpc_result("\"x\"", Bytes::from(format!("\"{}\"", "a".repeat(n))))
     }
 }

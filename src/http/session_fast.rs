@@ -76,7 +76,7 @@ impl State {
         let stream = NEXT_STREAM.fetch_sub(1, Ordering::Relaxed);
         let answer = rmcp_compat::jsonrpc_result(request_id, result);
         Some(rmcp_compat::sse_response(rmcp_compat::sse_answer(
-            &answer, stream, retry,
+            answer, stream, retry,
         )))
     }
 }

@@ -22,7 +22,7 @@
 use http::{Response, StatusCode, request::Parts};
 use serde_json::Value;
 
-use super::{Body, State, rmcp_compat, router};
+use super::{Body, State, rmcp_compat};
 use crate::auth::Principal;
 
 impl State {
@@ -51,10 +51,11 @@ impl State {
             return Some(resp);
         }
         let id = rmcp_compat::prepared_2026_request_id(&typed, message, &parts.headers)?;
-        Some(router::full(
+        let result = self.tools_list_json_2026(principal.scopes).clone();
+        Some(rmcp_compat::pieces_response(
             StatusCode::OK,
             "application/json",
-            rmcp_compat::jsonrpc_result(id, self.tools_list_json_2026(principal.scopes)),
+            rmcp_compat::jsonrpc_result(id, result),
         ))
     }
 }

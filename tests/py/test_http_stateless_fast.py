@@ -8,6 +8,7 @@ only its tools, and a body rmcp cannot read (a repeated key) is rmcp's 415 on bo
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -49,6 +50,9 @@ def test_the_plain_shape_answers_what_rmcp_answers(start, rid):
                   tools_list(rid, {"_meta": {k: v for k, v in META.items() if "clientInfo" not in k},
                                    "extra": 1})):
         assert post(srv, other) == (status, ctype, body), other
+    # Sent in pieces, but with its length, as rmcp sends its answers.
+    _, headers, _ = srv.request("POST", MCP_PATH, body=tools_list(rid), headers=post_json_headers(MODERN))
+    assert headers.get("content-length") == str(len(body)) and "transfer-encoding" not in headers
     # Accept of either type alone, or none: the same answer (rmcp's stateless path answers JSON).
     for accept in ("application/json", "text/event-stream", "*/*"):
         got = srv.request("POST", MCP_PATH, body=tools_list(rid),
@@ -85,6 +89,27 @@ def test_invalid_variants_get_rmcps_errors(start):
     status, _, body = srv.request("POST", MCP_PATH, body=tools_list(8),
                                   headers={"Content-Type": "application/json", "Accept": "text/html", **MODERN})
     assert status == 406 and json.loads(body)["error"] == "not_acceptable"
+
+
+def test_prepared_session_era_answers_carry_their_length(start):
+    srv = start()
+    plain = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    status, headers, body = srv.request("POST", MCP_PATH, body=plain, headers=post_json_headers())
+    assert status == 200 and json.loads(body)["id"] == 1
+    assert headers.get("content-length") == str(len(body)) and "transfer-encoding" not in headers
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "stateless-fast-tests", "version": "0"}}}
+    status, headers, _ = srv.request("POST", MCP_PATH, body=init, headers=post_json_headers())
+    session = {"Mcp-Session-Id": headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    status, _, _ = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                               headers=post_json_headers(session))
+    assert status == 202
+    status, headers, body = srv.request("POST", MCP_PATH, body=plain, headers=post_json_headers(session))
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    assert headers.get("content-length") == str(len(body)) and "transfer-encoding" not in headers
+    assert re.search(rb'^data: \nid: 0/\d+\nretry: 3000\n\ndata: \{"jsonrpc":"2.0","id":1,"result":\{"tools":\[.*'
+                     rb'\]\}\}\nid: 1/\d+\n\n$', body, re.S), body[-200:]
 
 
 def test_a_repeated_key_is_rmcps_415_on_both_paths(start):
