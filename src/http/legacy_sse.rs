@@ -5,9 +5,9 @@
 //! to (`{path}/messages?sessionId=…`). Each stream is one MCP session: an rmcp service runs over
 //! a pair of channels (client→server fed by the POSTs, server→client written as `message`
 //! events), with keep-alive comments so proxies do not cut an idle stream. The service is
-//! started by the session's first POST, not by the GET: an open stream that has sent nothing
-//! yet costs its connection, one task and two small channels (issue 16: about 28 KiB of the
-//! 40 KiB an idle session took was the rmcp service and its channels).
+//! started by the session's first POST, not by the GET, and the stream is a body that its
+//! connection drives: an open stream that has sent nothing yet costs its connection, its
+//! registry entry and one small channel, and no task (issue 16).
 //!
 //! A client that POSTs but never reads its stream must not make the server queue answers for
 //! it without bound: each session admits only so many requests (and request bytes) whose
@@ -19,21 +19,23 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{Arc, Mutex},
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt, channel::mpsc};
+use futures::{FutureExt, SinkExt, StreamExt, channel::mpsc};
 use http::{Response, StatusCode, header};
-use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::body::Frame;
 use rmcp::{
     ServiceExt,
     model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
 };
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Interval};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::session_load::{self, id_key};
 use crate::{auth::Principal, metrics, tools::SysomServer};
@@ -47,8 +49,31 @@ pub type Body = BoxBody<Bytes, Infallible>;
 const CHANNEL_CAPACITY: usize = 8;
 /// How long the stream may stay unwritable (the client not reading) before it is closed.
 const SLOW_READER_GRACE: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
-type InFlight = Arc<Mutex<session_load::InFlight>>;
+/// What a session's stream, its POSTs and its service share.
+struct Shared {
+    /// When a message last went either way (the idle timeout counts from it).
+    last_seen: Mutex<Instant>,
+    in_flight: Mutex<session_load::InFlight>,
+}
+
+impl Shared {
+    fn seen(&self) {
+        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, session_load::InFlight> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 struct Session {
     /// The id of the principal that opened the session: only it may post to it.
@@ -57,51 +82,183 @@ struct Session {
     inbound: Option<mpsc::Sender<ClientJsonRpcMessage>>,
     /// ...and until then what starts it.
     starter: Option<Box<Starter>>,
-    last_seen: Arc<Mutex<Instant>>,
-    in_flight: InFlight,
+    shared: Arc<Shared>,
 }
 
 /// What the first POST of a session needs to start its rmcp service.
 struct Starter {
     server: SysomServer,
-    outbound: mpsc::Sender<ServerJsonRpcMessage>,
+    /// The stream's input: encoded events.
+    events: mpsc::Sender<Bytes>,
     ct: CancellationToken,
+    registry: Weak<Registry>,
 }
 
 impl Starter {
-    /// Spawns the session's rmcp service; returns its input.
-    fn start(self) -> mpsc::Sender<ClientJsonRpcMessage> {
+    /// Spawns the session's rmcp service and the task that writes its messages to the stream;
+    /// returns the service's input.
+    fn start(self, id: &str, shared: Arc<Shared>) -> mpsc::Sender<ClientJsonRpcMessage> {
         let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
+        let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
         let Starter {
             server,
-            outbound,
+            events,
             ct,
+            registry,
         } = self;
         // The out sink errors are never fatal to the sink type, so map them into io errors.
-        let sink =
-            outbound.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
+        let sink = out_tx.sink_map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e));
+        let service_ct = ct.clone();
         tokio::spawn(async move {
-            match server.serve_with_ct((sink, in_rx), ct.clone()).await {
+            match server
+                .serve_with_ct((sink, in_rx), service_ct.clone())
+                .await
+            {
                 Ok(running) => {
                     let _ = running.waiting().await;
                 }
                 Err(e) => tracing::debug!(error = %e, "legacy SSE session ended before initialize"),
             }
-            ct.cancel();
+            service_ct.cancel();
         });
+        tokio::spawn(forward(
+            out_rx,
+            events,
+            shared,
+            ct,
+            registry,
+            id.to_string(),
+        ));
         in_tx
+    }
+}
+
+/// Writes the service's messages to the stream as `message` events, until the service ends,
+/// the stream goes away or stays unwritable for [`SLOW_READER_GRACE`]; then ends the session.
+async fn forward(
+    mut out_rx: mpsc::Receiver<ServerJsonRpcMessage>,
+    mut events: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+    ct: CancellationToken,
+    registry: Weak<Registry>,
+    id: String,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = ct.cancelled() => break,
+            msg = out_rx.next() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        let json = serde_json::to_string(&msg).unwrap_or_default();
+        shared.seen();
+        let event = Bytes::from(format!("event: message\ndata: {json}\n\n"));
+        match tokio::time::timeout(SLOW_READER_GRACE, events.send(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::info!(session = %id, "legacy SSE client does not read its stream; closing the session");
+                break;
+            }
+        }
+        let answered = match &msg {
+            ServerJsonRpcMessage::Response(r) => Some(id_key(&r.id)),
+            ServerJsonRpcMessage::Error(e) => e.id.as_ref().map(id_key),
+            _ => None,
+        };
+        if let Some(key) = answered {
+            shared.in_flight().done(&key);
+        }
+    }
+    ct.cancel();
+    if let Some(registry) = registry.upgrade() {
+        registry.close(&id);
     }
 }
 
 impl Session {
     /// The running service's input, starting the service if this is the first message.
-    fn sender(&mut self) -> Option<mpsc::Sender<ClientJsonRpcMessage>> {
+    fn sender(&mut self, id: &str) -> Option<mpsc::Sender<ClientJsonRpcMessage>> {
         if self.inbound.is_none()
             && let Some(starter) = self.starter.take()
         {
-            self.inbound = Some(starter.start());
+            self.inbound = Some(starter.start(id, self.shared.clone()));
         }
         self.inbound.clone()
+    }
+}
+
+/// A session's event stream, driven by its connection: no task of its own while the session
+/// is idle (issue 16). It sends the `endpoint` event, then the service's messages as the
+/// forwarding task queues them, and a keep-alive comment at every tick; it ends (and with it
+/// the session) when the server shuts down, the session has been idle for its timeout or its
+/// service has ended. Dropping it (the client went away) ends the session too.
+struct EventStream {
+    endpoint: Option<Bytes>,
+    events: mpsc::Receiver<Bytes>,
+    tick: Interval,
+    idle_timeout: Duration,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    ct: CancellationToken,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    id: String,
+    ended: bool,
+}
+
+impl EventStream {
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.ended {
+            self.ended = true;
+            self.ct.cancel();
+            self.registry.close(&self.id);
+        }
+        Poll::Ready(None)
+    }
+}
+
+impl http_body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(endpoint) = this.endpoint.take() {
+            return Poll::Ready(Some(Ok(Frame::data(endpoint))));
+        }
+        match this.events.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => return Poll::Ready(Some(Ok(Frame::data(event)))),
+            Poll::Ready(None) => return this.end(),
+            Poll::Pending => {}
+        }
+        if this.cancelled.poll_unpin(cx).is_ready() {
+            return this.end();
+        }
+        if this.tick.poll_tick(cx).is_ready() {
+            if this.shared.idle() > this.idle_timeout {
+                tracing::debug!(session = %this.id, "legacy SSE session idle; closing");
+                return this.end();
+            }
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }
 
@@ -132,7 +289,6 @@ impl Registry {
             .len()
     }
 
-    /// Opens a session and returns the streaming response. `shutdown` ends every stream.
     /// A registry whose session ids start with `route` and a dot, when given: the routing
     /// hint a load balancer reads from the `sessionId` of the message POSTs.
     pub fn with_route(route: Option<String>) -> Self {
@@ -142,6 +298,24 @@ impl Registry {
         }
     }
 
+    /// Forgets session `id` (once: the stream and the forwarding task may both end it).
+    fn close(&self, id: &str) {
+        let open = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if sessions.remove(id).is_none() {
+                return;
+            }
+            sessions.len()
+        };
+        // A stream dropped outside a runtime (a test's) has nothing to trim with.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.trim.closed(open);
+        }
+        metrics::sessions_changed("sse", -1);
+        tracing::debug!(session = %id, "legacy SSE session closed");
+    }
+
+    /// Opens a session and returns the streaming response. `shutdown` ends every stream.
     pub fn open(
         self: &Arc<Self>,
         server: SysomServer,
@@ -156,11 +330,13 @@ impl Registry {
             Some(route) => format!("{route}.{random}"),
             None => random.to_string(),
         };
-        let (out_tx, mut out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
-        let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
+        // One slot fewer than the capacity: a futures channel has one more per sender.
+        let (events_tx, events_rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY - 1);
         let ct = shutdown.child_token();
-        let last_seen = Arc::new(Mutex::new(Instant::now()));
-        let in_flight = InFlight::default();
+        let shared = Arc::new(Shared {
+            last_seen: Mutex::new(Instant::now()),
+            in_flight: Mutex::default(),
+        });
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.insert(
             id.clone(),
@@ -169,11 +345,11 @@ impl Registry {
                 inbound: None,
                 starter: Some(Box::new(Starter {
                     server,
-                    outbound: out_tx,
+                    events: events_tx,
                     ct: ct.clone(),
+                    registry: Arc::downgrade(self),
                 })),
-                last_seen: last_seen.clone(),
-                in_flight: in_flight.clone(),
+                shared: shared.clone(),
             },
         );
         self.trim.opened(sessions.len());
@@ -182,73 +358,24 @@ impl Registry {
         tracing::debug!(session = %id, "legacy SSE session opened");
 
         let endpoint = format!("event: endpoint\ndata: {message_path}?sessionId={id}\n\n");
-        let registry = self.clone();
-        tokio::spawn(async move {
-            let _ = body_tx.send(Bytes::from(endpoint)).await;
-            let mut tick = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
-            loop {
-                tokio::select! {
-                    _ = ct.cancelled() => break,
-                    _ = body_tx.closed() => break,
-                    msg = out_rx.next() => match msg {
-                        Some(msg) => {
-                            let json = serde_json::to_string(&msg).unwrap_or_default();
-                            *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                            let event = Bytes::from(format!("event: message\ndata: {json}\n\n"));
-                            match tokio::time::timeout(SLOW_READER_GRACE, body_tx.send(event)).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => break,
-                                Err(_) => {
-                                    tracing::info!(session = %id, "legacy SSE client does not read its stream; closing the session");
-                                    break;
-                                }
-                            }
-                            let answered = match &msg {
-                                ServerJsonRpcMessage::Response(r) => Some(id_key(&r.id)),
-                                ServerJsonRpcMessage::Error(e) => e.id.as_ref().map(id_key),
-                                _ => None,
-                            };
-                            if let Some(key) = answered {
-                                in_flight.lock().unwrap_or_else(|e| e.into_inner()).done(&key);
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = tick.tick() => {
-                        let idle = last_seen.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                        if idle > idle_timeout {
-                            tracing::debug!(session = %id, "legacy SSE session idle; closing");
-                            break;
-                        }
-                        let ping = body_tx.send(Bytes::from_static(b": keep-alive\n\n"));
-                        if !matches!(tokio::time::timeout(SLOW_READER_GRACE, ping).await, Ok(Ok(()))) {
-                            break;
-                        }
-                    }
-                }
-            }
-            ct.cancel();
-            let open = {
-                let mut sessions = registry.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                sessions.remove(&id);
-                sessions.len()
-            };
-            registry.trim.closed(open);
-            metrics::sessions_changed("sse", -1);
-            tracing::debug!(session = %id, "legacy SSE session closed");
-        });
-
-        let stream = futures::stream::unfold(body_rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-        });
+        let stream = EventStream {
+            endpoint: Some(Bytes::from(endpoint)),
+            events: events_rx,
+            tick: tokio::time::interval_at(Instant::now() + keep_alive, keep_alive),
+            idle_timeout,
+            cancelled: Box::pin(ct.clone().cancelled_owned()),
+            ct,
+            shared,
+            registry: self.clone(),
+            id,
+            ended: false,
+        };
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
             .header("x-accel-buffering", "no")
-            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .body(BodyExt::boxed(stream))
             .expect("static response parts are valid")
     }
 
@@ -262,13 +389,13 @@ impl Registry {
         body: &[u8],
         budget: usize,
     ) -> Result<(), PostError> {
-        let (last_seen, in_flight) = {
+        let shared = {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             let s = sessions
                 .get(session_id)
                 .filter(|s| s.owner == principal.id())
                 .ok_or(PostError::UnknownSession)?;
-            (s.last_seen.clone(), s.in_flight.clone())
+            s.shared.clone()
         };
         let mut message: ClientJsonRpcMessage =
             serde_json::from_slice(body).map_err(|e| PostError::Malformed(e.to_string()))?;
@@ -276,9 +403,8 @@ impl Registry {
             rmcp::model::GetExtensions::extensions_mut(&mut r.request).insert(principal.clone());
         }
         if let ClientJsonRpcMessage::Request(r) = &message {
-            in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            shared
+                .in_flight()
                 .admit(id_key(&r.id), body.len(), budget)
                 .map_err(PostError::Refused)?;
         }
@@ -287,19 +413,16 @@ impl Registry {
             && let rmcp::model::ClientNotification::CancelledNotification(c) = &n.notification
             && let Some(id) = &c.params.request_id
         {
-            in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .done(&id_key(id));
+            shared.in_flight().done(&id_key(id));
         }
-        *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        shared.seen();
         // The first message that gets this far starts the session's service.
         let mut inbound = self
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(session_id)
-            .and_then(Session::sender)
+            .and_then(|s| s.sender(session_id))
             .ok_or(PostError::Closed)?;
         inbound.send(message).await.map_err(|_| PostError::Closed)
     }

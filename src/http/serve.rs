@@ -63,6 +63,9 @@ const OVER_LIMIT_GRACE: Duration = Duration::from_secs(2);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+type BoxedAnswer =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<super::Body>, Infallible>> + Send>>;
+
 /// Serves one accepted connection (after TLS, if any) until it ends, goes idle or the server
 /// drains. `over_limit`: its client has too many connections; it only gets a 429.
 fn serve_connection<S>(
@@ -88,14 +91,18 @@ fn serve_connection<S>(
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let st = st.clone();
         let in_flight = act.request();
-        async move {
+        // Boxed: hyper keeps the allocation of its service's future for the whole connection,
+        // and the router's future is several KiB; a box is freed once the answer is produced
+        // (issue 16: an open SSE stream would keep it for as long as it stays open).
+        let answer: BoxedAnswer = Box::pin(async move {
             let resp = if over_limit {
                 limits::too_many_connections()
             } else {
                 router::handle(st, peer, req).await
             };
             Ok::<_, Infallible>(in_flight.until_sent(resp))
-        }
+        });
+        answer
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
