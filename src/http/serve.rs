@@ -10,14 +10,24 @@
 //! for want of one (EMFILE), the waiting connection is accepted and closed instead of spinning
 //! on it.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use http::Request;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::GracefulShutdown,
 };
-use tokio::net::{TcpListener, UnixListener};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::{TcpListener, UnixListener},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{State, idle, limits, router};
@@ -104,19 +114,29 @@ fn serve_connection<S>(
         });
         answer
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(!over_limit);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let conn = graceful.watch(conn.into_owned());
+    let watcher = graceful.watcher();
+    let conn = async move {
+        let (stream, h2) = Prefixed::read_version(stream).await?;
+        let io = TokioIo::new(stream);
+        // Each protocol's connection boxed at its own size (an enum of both, as hyper_util's
+        // auto connection is, takes HTTP/2's size for every HTTP/1 connection).
+        if h2 {
+            Box::pin(watcher.watch(http2.serve_connection(io, service))).await
+        } else {
+            Box::pin(watcher.watch(http1.serve_connection(io, service))).await
+        }
+        .map_err(std::io::Error::other)
+    };
     let first = if over_limit {
         header_timeout.min(OVER_LIMIT_GRACE)
     } else {
@@ -143,6 +163,104 @@ async fn over_limit_deadline(over_limit: bool) {
         tokio::time::sleep(OVER_LIMIT_GRACE).await;
     } else {
         std::future::pending::<()>().await;
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection and the first bytes read from it to tell HTTP/2's preface from HTTP/1, as
+/// hyper_util's auto builder does; but a read gets those bytes *and* whatever else has arrived
+/// (the auto builder hands back only its prefix, so hyper's next read found its 8 KiB buffer
+/// short by those bytes and doubled it: 16 KiB per connection, issue 16).
+struct Prefixed<S> {
+    pre: [u8; H2_PREFACE.len()],
+    start: usize,
+    end: usize,
+    /// An error of the read that followed the prefix, for the next read.
+    error: Option<std::io::Error>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    /// Reads until the bytes are not HTTP/2's preface (or the connection ends): HTTP/1, or
+    /// the whole preface: HTTP/2 (`true`).
+    async fn read_version(mut inner: S) -> std::io::Result<(Self, bool)> {
+        let mut pre = [0u8; H2_PREFACE.len()];
+        let mut end = 0;
+        let mut h2 = true;
+        while end < pre.len() {
+            let n = inner.read(&mut pre[end..]).await?;
+            if n == 0 || pre[end..end + n] != H2_PREFACE[end..end + n] {
+                end += n;
+                h2 = false;
+                break;
+            }
+            end += n;
+        }
+        let prefixed = Self {
+            pre,
+            start: 0,
+            end,
+            error: None,
+            inner,
+        };
+        Ok((prefixed, h2))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if this.start == this.end {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = (this.end - this.start).min(buf.remaining());
+        buf.put_slice(&this.pre[this.start..this.start + n]);
+        this.start += n;
+        if this.start == this.end && buf.remaining() > 0 {
+            // Whatever else has arrived, in the same read; nothing yet is no error.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+                this.error = Some(e);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
