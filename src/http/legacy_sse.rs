@@ -427,3 +427,103 @@ impl Registry {
         inbound.send(message).await.map_err(|_| PostError::Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config, tools::Services};
+
+    fn server() -> SysomServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let args = config::ServerArgs {
+            config: Some("/dev/null".into()),
+            ..Default::default()
+        };
+        let cfg = config::load(&args, &|_| None).expect("defaults are valid");
+        SysomServer::new(Services::from_config(&cfg, None).expect("no task key file is named"))
+    }
+
+    fn open(registry: &Arc<Registry>, idle: Duration, shutdown: &CancellationToken) -> Body {
+        registry
+            .open(
+                server(),
+                Principal::stdio().id(),
+                "/mcp/messages",
+                Duration::from_secs(1),
+                idle,
+                shutdown.clone(),
+            )
+            .into_body()
+    }
+
+    async fn next(body: &mut Body) -> Option<String> {
+        let frame = body.frame().await?.expect("infallible");
+        Some(String::from_utf8(frame.into_data().expect("data").to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_sends_its_endpoint_then_keep_alives_and_dropping_it_ends_the_session() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let mut body = open(&registry, Duration::from_secs(60), &shutdown);
+        let endpoint = next(&mut body).await.unwrap();
+        assert!(endpoint.starts_with("event: endpoint\ndata: /mcp/messages?sessionId="));
+        let started = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(registry.len(), 1);
+        drop(body); // the client went away
+        assert_eq!(registry.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_ends_at_its_idle_timeout_and_every_stream_at_shutdown() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let mut idle = open(&registry, Duration::from_millis(2500), &shutdown);
+        let mut other = open(&registry, Duration::from_secs(60), &shutdown);
+        next(&mut idle).await.unwrap();
+        next(&mut other).await.unwrap();
+        let started = Instant::now();
+        let mut pings = 0;
+        while let Some(event) = next(&mut idle).await {
+            assert_eq!(event, ": keep-alive\n\n");
+            pings += 1;
+        }
+        assert_eq!((pings, started.elapsed()), (2, Duration::from_secs(3)));
+        assert!(http_body::Body::is_end_stream(&idle));
+        assert_eq!(registry.len(), 1);
+        shutdown.cancel();
+        assert_eq!(next(&mut other).await, None);
+        assert_eq!(registry.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_first_post_starts_the_service_whose_answer_comes_on_the_stream() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let mut body = open(&registry, Duration::from_secs(60), &shutdown);
+        let endpoint = next(&mut body).await.unwrap();
+        let id = endpoint
+            .trim()
+            .rsplit("sessionId=")
+            .next()
+            .unwrap()
+            .to_string();
+        let me = Principal::stdio();
+        let init = br#"{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+        registry.post(&id, &me, init, 1 << 20).await.unwrap();
+        let answer = next(&mut body).await.unwrap();
+        assert!(
+            answer.starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\""),
+            "{answer}"
+        );
+        // Answered: the id is free again (a duplicate in flight would be refused).
+        registry.post(&id, &me, init, 1 << 20).await.unwrap();
+        drop(body);
+        assert_eq!(
+            registry.post(&id, &me, init, 1 << 20).await,
+            Err(PostError::UnknownSession)
+        );
+    }
+}

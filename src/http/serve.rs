@@ -470,3 +470,46 @@ pub async fn serve(
         tracing::debug!("some connections did not close in time");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_after_the_version_prefix_returns_everything_that_has_arrived() {
+        let request = b"GET /mcp/unified HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(request).await.unwrap();
+        let (mut io, h2) = Prefixed::read_version(server).await.unwrap();
+        assert!(!h2);
+        // hyper reads into an 8 KiB buffer: the whole request must come in one read, or its
+        // next read doubles the buffer.
+        let mut buf = vec![0u8; 8192];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], request);
+        drop(client);
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_recognised_even_a_byte_at_a_time() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(Prefixed::read_version(server));
+        for b in H2_PREFACE {
+            client.write_all(&[*b]).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        client.write_all(b"\0\0\0\x04").await.unwrap();
+        let (mut io, h2) = reader.await.unwrap().unwrap();
+        assert!(h2);
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], [H2_PREFACE, b"\0\0\0\x04"].concat());
+        let (_client, server) = tokio::io::duplex(64);
+        drop(_client);
+        let (_, h2) = Prefixed::read_version(server).await.unwrap();
+        assert!(!h2, "a connection that ends at once is not HTTP/2");
+    }
+}
