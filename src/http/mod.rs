@@ -20,7 +20,7 @@ pub(crate) mod trim;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -70,10 +70,12 @@ pub struct State {
     pub counters: Arc<limits::Counters>,
     /// Whether every listening socket is loopback-only (tokens are optional then).
     loopback_only: bool,
-    /// The `tools/list` result for each set of scopes, serialised once (see [`Scopes::index`]).
-    tools_list_json: Vec<Bytes>,
+    /// The `tools/list` result for each set of scopes (see [`Scopes::index`]), serialised on
+    /// its first use, not at start: the cold start would otherwise pay for every scope set of
+    /// both eras (16 serialisations of a 34 KB list) before the first answer (issue 16).
+    tools_list_json: Vec<OnceLock<Bytes>>,
     /// ...and as the 2026-07-28 protocol has it (with `resultType` and caching hints).
-    tools_list_json_2026: Vec<Bytes>,
+    tools_list_json_2026: Vec<OnceLock<Bytes>>,
     /// Who opened each stateful Streamable HTTP session: only that principal may use or
     /// delete it.
     owners: Mutex<HashMap<String, Owner>>,
@@ -122,12 +124,8 @@ impl State {
         // Over HTTP, a call carries the principal its request authenticated as; nothing else.
         let server = server.for_http();
         server.set_limits(&config.limits);
-        let tools_list_json = Scopes::every()
-            .map(|scopes| rmcp_compat::tools_list_json(server.tool_list_for(scopes)))
-            .collect();
-        let tools_list_json_2026 = Scopes::every()
-            .map(|scopes| rmcp_compat::tools_list_json_2026(server.tool_list_for(scopes)))
-            .collect();
+        let tools_list_json = Scopes::every().map(|_| OnceLock::new()).collect();
+        let tools_list_json_2026 = Scopes::every().map(|_| OnceLock::new()).collect();
         let shutdown = CancellationToken::new();
         let manager = |priming: bool| {
             let mut manager = LocalSessionManager::default();
@@ -214,12 +212,14 @@ impl State {
 
     /// The `tools/list` result for a principal holding `scopes`, serialised once.
     pub fn tools_list_json(&self, scopes: Scopes) -> &Bytes {
-        &self.tools_list_json[scopes.index()]
+        self.tools_list_json[scopes.index()]
+            .get_or_init(|| rmcp_compat::tools_list_json(self.server.tool_list_for(scopes)))
     }
 
     /// The same for the 2026-07-28 protocol.
     pub fn tools_list_json_2026(&self, scopes: Scopes) -> &Bytes {
-        &self.tools_list_json_2026[scopes.index()]
+        self.tools_list_json_2026[scopes.index()]
+            .get_or_init(|| rmcp_compat::tools_list_json_2026(self.server.tool_list_for(scopes)))
     }
 
     /// Whether `principal` may use the stateful session `id`: yes if it opened it, or if the
