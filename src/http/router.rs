@@ -321,6 +321,34 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// How much of a refused HTTP/2 request's body is read, at most, and for how long.
+const REFUSED_BODY_DRAIN_BYTES: usize = 1 << 20;
+const REFUSED_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `resp`, a refusal sent before the request's body was read, once a bounded amount of that
+/// body has been read and dropped. Over HTTP/2, hyper ends a stream whose request is still
+/// uploading with RST_STREAM right after the answer, and curl (and other clients) then report a
+/// framing error instead of the 403/401. HTTP/1 needs none of this: hyper drains or closes the
+/// connection itself. A body beyond the bound, or slower than the deadline, still gets the reset.
+async fn drained(req: Request<Incoming>, resp: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    if req.version() != http::Version::HTTP_2 || req.body().is_end_stream() {
+        return resp;
+    }
+    let mut body = req.into_body();
+    let drain = async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > REFUSED_BODY_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
+    resp
+}
+
 /// Handles one request; `peer` is None for Unix-socket clients.
 pub async fn handle(
     state: Arc<State>,
@@ -344,11 +372,15 @@ async fn route(
     if !access::client_allowed(&config.access, client) {
         return (
             None,
-            json_error(
-                StatusCode::FORBIDDEN,
-                "client_not_allowed",
-                "your address is not in the allowed client networks",
-            ),
+            drained(
+                req,
+                json_error(
+                    StatusCode::FORBIDDEN,
+                    "client_not_allowed",
+                    "your address is not in the allowed client networks",
+                ),
+            )
+            .await,
         );
     }
     let path = req.uri().path();
@@ -367,7 +399,7 @@ async fn route(
                 if let Err(f) = auth.authenticate(req.headers()).await {
                     return (
                         Some("/metrics"),
-                        unauthorized(&f, config.auth.oauth.as_ref()),
+                        drained(req, unauthorized(&f, config.auth.oauth.as_ref())).await,
                     );
                 }
             }
@@ -399,11 +431,15 @@ async fn route(
     } else {
         return (
             None,
-            json_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no such path; the MCP endpoint is {mcp_path}"),
-            ),
+            drained(
+                req,
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no such path; the MCP endpoint is {mcp_path}"),
+                ),
+            )
+            .await,
         );
     };
     let authority = req.uri().authority().map(|a| a.as_str());
@@ -415,21 +451,29 @@ async fn route(
     ) {
         return (
             Some(route),
-            json_error(
-                StatusCode::FORBIDDEN,
-                "host_not_allowed",
-                "the Host header is not a name this server accepts (see --allowed-hosts)",
-            ),
+            drained(
+                req,
+                json_error(
+                    StatusCode::FORBIDDEN,
+                    "host_not_allowed",
+                    "the Host header is not a name this server accepts (see --allowed-hosts)",
+                ),
+            )
+            .await,
         );
     }
     if !access::origin_allowed(&config.access, req.headers(), authority) {
         return (
             Some(route),
-            json_error(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "the Origin header is neither same-origin nor in the allowed origins",
-            ),
+            drained(
+                req,
+                json_error(
+                    StatusCode::FORBIDDEN,
+                    "origin_not_allowed",
+                    "the Origin header is neither same-origin nor in the allowed origins",
+                ),
+            )
+            .await,
         );
     }
     let transport = if route == "mcp_messages" {
@@ -450,7 +494,10 @@ async fn route(
                 "",
                 &message,
             );
-            return (Some(route), unauthorized(&f, config.auth.oauth.as_ref()));
+            return (
+                Some(route),
+                drained(req, unauthorized(&f, config.auth.oauth.as_ref())).await,
+            );
         }
     };
     // The client as the audit trail and logs name it: the address behind trusted proxies.

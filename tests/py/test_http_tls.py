@@ -194,3 +194,23 @@ def test_http2_requests_pass_the_host_allow_list(start, certs):
                               "-H", "Content-Type: application/json", "-d", body],
                              capture_output=True, text=True, timeout=15)
         assert bad.stdout == "403", (version, bad.stdout, bad.stderr)
+
+
+def test_http2_refusals_before_the_body_reach_the_client(start, certs, tmp_path):
+    """A request refused before its body is read (wrong Host, no credential) must reach an HTTP/2
+    client as its status, not as a stream reset it sees while still uploading (curl: "Stream error
+    in the HTTP/2 framing layer"); a body larger than one window makes the race certain."""
+    cert, key = certs
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token-for-h2\n")
+    srv = start([*tls_args(cert, key), "--allowed-hosts", "localhost", "--token-file", str(token)], tls_ca=cert)
+    body = tmp_path / "body.json"
+    body.write_text('{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + "x" * 200_000 + '"}}')
+    cases = [("403", f"https://127.0.0.1:{srv.port}{MCP_PATH}", []),
+             ("401", f"https://localhost:{srv.port}{MCP_PATH}", ["--resolve", f"localhost:{srv.port}:127.0.0.1"])]
+    for want, url, extra in cases:
+        for _ in range(5):
+            r = subprocess.run(["curl", "-k", "-sS", "-m", "10", "--http2", "-o", "/dev/null", "-w", "%{http_code}",
+                                *extra, "-X", "POST", url, "-H", "Content-Type: application/json",
+                                "--data-binary", f"@{body}"], capture_output=True, text=True, timeout=15)
+            assert (r.returncode, r.stdout) == (0, want), (want, r.returncode, r.stdout, r.stderr)
