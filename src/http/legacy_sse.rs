@@ -262,6 +262,17 @@ impl Drop for EventStream {
     }
 }
 
+/// A map never gives back its table: after a burst of 10,000 sessions it would keep room for
+/// 16,384 for good. Once it is a quarter full it is shrunk to twice its length, so a burst that
+/// ends costs a few reallocations (each on a halving) and the table goes back with the trim.
+const MIN_SHRINK_CAPACITY: usize = 1024;
+
+fn shrink_if_sparse<V>(map: &mut HashMap<String, V>) {
+    if map.capacity() > MIN_SHRINK_CAPACITY && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// The open legacy SSE sessions.
 #[derive(Default)]
 pub struct Registry {
@@ -305,6 +316,7 @@ impl Registry {
             if sessions.remove(id).is_none() {
                 return;
             }
+            shrink_if_sparse(&mut sessions);
             sessions.len()
         };
         // A stream dropped outside a runtime (a test's) has nothing to trim with.
@@ -425,6 +437,32 @@ impl Registry {
             .and_then(|s| s.sender(session_id))
             .ok_or(PostError::Closed)?;
         inbound.send(message).await.map_err(|_| PostError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod shrink_tests {
+    use super::*;
+
+    #[test]
+    fn the_session_table_shrinks_after_a_burst_and_small_tables_are_left_alone() {
+        let mut map: HashMap<String, u64> = (0..10_000).map(|i| (i.to_string(), i)).collect();
+        let burst = map.capacity();
+        for i in 0..9_990u64 {
+            map.remove(&i.to_string());
+            shrink_if_sparse(&mut map);
+        }
+        assert_eq!(map.len(), 10);
+        assert!(
+            map.capacity() <= 4 * MIN_SHRINK_CAPACITY,
+            "{} of {burst}",
+            map.capacity()
+        );
+        let mut small: HashMap<String, u64> = HashMap::with_capacity(MIN_SHRINK_CAPACITY / 2);
+        let cap = small.capacity();
+        small.insert("a".into(), 1);
+        shrink_if_sparse(&mut small);
+        assert_eq!(small.capacity(), cap);
     }
 }
 
