@@ -33,6 +33,20 @@ def post(srv, message, headers=None, auth=None):
     return status, h.get("content-type"), body
 
 
+def open_2025_11_25_session(srv) -> dict:
+    """Initializes a 2025-11-25 Streamable HTTP session; returns the headers that address it."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "stateless-fast-tests", "version": "0"}}}
+    status, headers, _ = srv.request("POST", MCP_PATH, body=init, headers=post_json_headers())
+    assert status == 200, status
+    session = {"Mcp-Session-Id": headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    status, _, _ = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                               headers=post_json_headers(session))
+    assert status == 202
+    return session
+
+
 @pytest.mark.parametrize("rid", [1, "req-\"7\"\u00e9", -3])
 def test_the_plain_shape_answers_what_rmcp_answers(start, rid):
     srv = start()
@@ -97,14 +111,7 @@ def test_prepared_session_era_answers_carry_their_length(start):
     status, headers, body = srv.request("POST", MCP_PATH, body=plain, headers=post_json_headers())
     assert status == 200 and json.loads(body)["id"] == 1
     assert headers.get("content-length") == str(len(body)) and "transfer-encoding" not in headers
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                       "clientInfo": {"name": "stateless-fast-tests", "version": "0"}}}
-    status, headers, _ = srv.request("POST", MCP_PATH, body=init, headers=post_json_headers())
-    session = {"Mcp-Session-Id": headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    status, _, _ = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                               headers=post_json_headers(session))
-    assert status == 202
+    session = open_2025_11_25_session(srv)
     status, headers, body = srv.request("POST", MCP_PATH, body=plain, headers=post_json_headers(session))
     assert status == 200 and headers["content-type"] == "text/event-stream"
     assert headers.get("content-length") == str(len(body)) and "transfer-encoding" not in headers
@@ -122,14 +129,7 @@ def test_a_repeated_key_is_rmcps_415_on_both_paths(start):
     old = '{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}'
     status, _, body = srv.request("POST", MCP_PATH, body=old, headers=post_json_headers())
     assert status == 415, body
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                       "clientInfo": {"name": "stateless-fast-tests", "version": "0"}}}
-    status, headers, _ = srv.request("POST", MCP_PATH, body=init, headers=post_json_headers())
-    session = {"Mcp-Session-Id": headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    status, _, _ = srv.request("POST", MCP_PATH, body={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                               headers=post_json_headers(session))
-    assert status == 202
+    session = open_2025_11_25_session(srv)
     status, _, body = srv.request("POST", MCP_PATH, body=old.replace('"id":1', '"id":3'),
                                   headers=post_json_headers(session))
     assert status == 415, body
