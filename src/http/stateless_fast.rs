@@ -89,6 +89,24 @@ mod tests {
         State::new(config, Authenticator::default(), None, server, true)
     }
 
+    /// The session-era body is rmcp's result for a pre-2026-07-28 peer (`resultType` stripped
+    /// by rmcp's own method), byte for byte, for every scope set.
+    #[test]
+    fn the_session_era_body_is_rmcps_legacy_result() {
+        let state = state();
+        for scopes in Scopes::every() {
+            let tools = state.server.tool_list_for(scopes);
+            let mut rmcp = rmcp::model::ServerResult::ListToolsResult(
+                rmcp::model::ListToolsResult::with_all_items(tools.clone()),
+            );
+            rmcp.strip_result_type_for_legacy_peer();
+            let rmcp = serde_json::to_value(&rmcp).unwrap().to_string();
+            let prepared = rmcp_compat::tools_list_json(tools);
+            assert_eq!(std::str::from_utf8(&prepared).unwrap(), rmcp);
+            assert!(!rmcp.contains("\"resultType\""), "{scopes:?}");
+        }
+    }
+
     fn meta() -> Value {
         json!({
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
