@@ -723,13 +723,26 @@ async fn mcp(
                     );
                 }
             };
+            // The message as rmcp reads it, parsed once from the bytes and handed to the
+            // prepared paths (a typed parse from the tree is twice the cost of this one).
+            // Bytes rmcp refuses although the tree parses (a repeated key: the tree keeps the
+            // last) leave `rmcp_typed` None, so those paths decline and rmcp answers (415);
+            // our own checks still read the tree's message.
+            let rmcp_typed = rmcp_compat::rmcp_message(&body);
             // Valid JSON that is not one JSON-RPC message (a batch, `{}`): rmcp would say 415.
-            let typed = match serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
-                Ok(typed) => typed,
-                Err(e) => {
-                    return rmcp_compat::unparsable_request(&message)
-                        .unwrap_or_else(|| invalid_message(&body, &e.to_string()));
-                }
+            let from_tree;
+            let typed = match &rmcp_typed {
+                Some(typed) => typed,
+                None => match serde_json::from_value::<ClientJsonRpcMessage>(message.clone()) {
+                    Ok(typed) => {
+                        from_tree = typed;
+                        &from_tree
+                    }
+                    Err(e) => {
+                        return rmcp_compat::unparsable_request(&message)
+                            .unwrap_or_else(|| invalid_message(&body, &e.to_string()));
+                    }
+                },
             };
             if let Some(resp) = check_scope(state, &message, &principal, peer) {
                 return resp;
@@ -742,7 +755,7 @@ async fn mcp(
                 return resp;
             }
             if has_session {
-                let admitted = match &typed {
+                let admitted = match typed {
                     ClientJsonRpcMessage::Request(r) => {
                         let session = super::session_id(&parts.headers).unwrap_or("");
                         let budget = session_load::byte_budget(limit);
@@ -755,7 +768,7 @@ async fn mcp(
                 };
                 // Admitted first: an id still in flight is refused here as on rmcp's path.
                 if let Some(resp) = state
-                    .in_session_answer(&message, &body, &parts, &principal)
+                    .in_session_answer(&message, rmcp_typed.as_ref(), &parts, &principal)
                     .await
                 {
                     return resp;
@@ -768,14 +781,16 @@ async fn mcp(
                     None => resp,
                 };
             }
-            if let Some(resp) = state.sessionless_answer(&message, &body, &parts, &principal) {
+            if let Some(resp) =
+                state.sessionless_answer(&message, rmcp_typed.as_ref(), &parts, &principal)
+            {
                 return resp;
             }
             let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
             let stateless = state.config.load().server.stateless || !is_initialize;
             if is_initialize
                 && let Some(resp) =
-                    rmcp_compat::check_initialize(&message, &typed, &mut parts.headers, !stateless)
+                    rmcp_compat::check_initialize(&message, typed, &mut parts.headers, !stateless)
             {
                 return resp;
             }

@@ -30,6 +30,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{Response, request::Parts};
+use rmcp::model::ClientJsonRpcMessage;
 use serde_json::Value;
 
 use super::{Body, State, rmcp_compat, session_id};
@@ -44,11 +45,12 @@ static NEXT_STREAM: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl State {
     /// The answer to an in-session `tools/list` or `ping` from the prepared body, or None when
-    /// rmcp must answer (see the module docs for when).
+    /// rmcp must answer (see the module docs for when). `rmcp_typed` is the body as rmcp
+    /// parses it from the bytes (None when rmcp refuses them).
     pub(crate) async fn in_session_answer(
         &self,
         message: &Value,
-        body: &[u8],
+        rmcp_typed: Option<&ClientJsonRpcMessage>,
         parts: &Parts,
         principal: &Principal,
     ) -> Option<Response<Body>> {
@@ -58,7 +60,7 @@ impl State {
             rmcp_compat::prepared_result(self.tools_list_json(principal.scopes), message, headers)?;
         if !rmcp_compat::accepts_json_and_sse(headers)
             || !rmcp_compat::host_parses(parts)
-            || rmcp_compat::rmcp_message(body).is_none()
+            || rmcp_typed.is_none()
         {
             return None;
         }

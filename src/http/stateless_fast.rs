@@ -20,18 +20,20 @@
 //! may call, as on rmcp's path.
 
 use http::{Response, StatusCode, request::Parts};
+use rmcp::model::ClientJsonRpcMessage;
 use serde_json::Value;
 
 use super::{Body, State, rmcp_compat};
 use crate::auth::Principal;
 
 impl State {
-    /// The answer to a sessionless `message` (the request `body`, parsed) from a prepared
-    /// body, or None when rmcp must answer.
+    /// The answer to a sessionless `message` from a prepared body, or None when rmcp must
+    /// answer. `rmcp_typed` is the request body as rmcp parses it from the bytes
+    /// ([`rmcp_compat::rmcp_message`]; None when rmcp refuses them).
     pub(crate) fn sessionless_answer(
         &self,
         message: &Value,
-        body: &[u8],
+        rmcp_typed: Option<&ClientJsonRpcMessage>,
         parts: &Parts,
         principal: &Principal,
     ) -> Option<Response<Body>> {
@@ -42,7 +44,7 @@ impl State {
         {
             return None;
         }
-        let typed = rmcp_compat::rmcp_message(body)?;
+        let typed = rmcp_typed?;
         if let Some(resp) = rmcp_compat::prepared_answer(
             self.tools_list_json(principal.scopes),
             message,
@@ -50,7 +52,7 @@ impl State {
         ) {
             return Some(resp);
         }
-        let id = rmcp_compat::prepared_2026_request_id(&typed, message, &parts.headers)?;
+        let id = rmcp_compat::prepared_2026_request_id(typed, message, &parts.headers)?;
         let result = self.tools_list_json_2026(principal.scopes).clone();
         Some(rmcp_compat::pieces_response(
             StatusCode::OK,
@@ -180,10 +182,12 @@ mod tests {
         // As the router parses it.
         let value: Value = serde_json::from_slice(&body).unwrap();
         let parts = parts(headers, principal);
-        let prepared = match state.sessionless_answer(&value, &body, &parts, principal) {
-            Some(resp) => Some(read(resp).await),
-            None => None,
-        };
+        let rmcp_typed = rmcp_compat::rmcp_message(&body);
+        let prepared =
+            match state.sessionless_answer(&value, rmcp_typed.as_ref(), &parts, principal) {
+                Some(resp) => Some(read(resp).await),
+                None => None,
+            };
         let rmcp = state
             .stateless(Request::from_parts(parts, Full::new(Bytes::from(body))))
             .await;
@@ -350,7 +354,12 @@ mod tests {
             let mut parts = parts(headers, &anyone);
             assert!(
                 state
-                    .sessionless_answer(message, &body, &parts, &anyone)
+                    .sessionless_answer(
+                        message,
+                        rmcp_compat::rmcp_message(&body).as_ref(),
+                        &parts,
+                        &anyone
+                    )
                     .is_some()
             );
             for host in [Some("a b"), Some("[::1"), None] {
@@ -362,7 +371,12 @@ mod tests {
                 };
                 assert!(
                     state
-                        .sessionless_answer(message, &body, &parts, &anyone)
+                        .sessionless_answer(
+                            message,
+                            rmcp_compat::rmcp_message(&body).as_ref(),
+                            &parts,
+                            &anyone
+                        )
                         .is_none(),
                     "{host:?}"
                 );
