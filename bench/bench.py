@@ -961,7 +961,8 @@ def report(args, R) -> str:
              f"SSE keep-alive 1 s during the session tests, so \"alive\" means the stream stayed open "
              f"and kept delivering keep-alive comments for {args.sse_hold:.0f} s.")
     L.append("")
-    L.append("Rerun: `bench/run.sh` (writes this file). Quick smoke run: `bench/run.sh --quick`.")
+    L.append("Rerun: `bench/run.sh` (writes this file, keeping the dated `###` subsections under issues 3 and 16). "
+             "Quick smoke run: `bench/run.sh --quick`.")
     return "\n".join(L) + "\n"
 
 
@@ -987,6 +988,11 @@ def main() -> int:
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(args.budget_secs)
     R: dict = {}
+    try:
+        with open(args.out) as f:
+            args.out_previous = f.read()
+    except FileNotFoundError:
+        args.out_previous = ""
     workdir = tempfile.mkdtemp(prefix="sysom-bench-")
     try:
         mock = Mock(args.mock, workdir)
@@ -1001,10 +1007,30 @@ def main() -> int:
     finally:
         stop_all()
     with open(args.out, "w") as f:
-        f.write(text)
+        f.write(with_kept_subsections(text, args.out_previous))
     print(text)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def with_kept_subsections(text: str, previous: str) -> str:
+    """The new report, with the `### ` subsections that followed the generated part of each
+    `## ` section of the previous file (dated A/B runs written by hand) kept after that
+    section's new tables. The last section's own `### Details` is generated, so it has none."""
+    def sections(t: str) -> tuple[str, dict[str, str]]:
+        head, *parts = re.split(r"(?m)^(?=## )", t)
+        return head, {p.split("\n", 1)[0]: p for p in parts}
+    head, new = sections(text)
+    _, old = sections(previous)
+    last = list(new)[-1] if new else None
+    out = [head]
+    for title, body in new.items():
+        kept = ""
+        m = re.search(r"(?m)^### ", old.get(title, ""))
+        if m and title != last:
+            kept = old[title][m.start():]
+        out.append(body.rstrip("\n") + "\n\n" + kept if kept else body)
+    return "".join(out)
 
 
 if __name__ == "__main__":
