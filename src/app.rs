@@ -76,8 +76,11 @@ async fn serve_stdio(config: Config) -> Result<(), StartError> {
     }
     let server = SysomServer::new(services);
     let server_warm_up = server.clone();
+    // Pipes (how MCP clients start a stdio server) are read and written on the event loop,
+    // on descriptions of their own, instead of a blocking-pool thread hop per read and write
+    // (bench/results.md: 16 context switches a call); anything else gets rmcp's stdio().
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .map_err(|e| StartError::StdioHandshake(e.to_string()))?;
     // The handshake is done: the HTTPS client can be built now, off the start-up path.

@@ -195,8 +195,9 @@ async fn proxy(url: String, token: Option<String>) -> Result<(), StartError> {
         local,
         tokens,
     };
+    // As in `sysom-mcp --stdio` (app::serve_stdio): pipes on the event loop.
     let served = forwarder
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .map_err(|e| StartError::StdioHandshake(e.to_string()))?;
     let _ = served.waiting().await;
