@@ -351,15 +351,11 @@ mod tests {
         let old = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
         for (message, headers) in [(&plain, &MODERN[..]), (&old, &[][..])] {
             let body = serde_json::to_vec(message).unwrap();
+            let typed = rmcp_compat::rmcp_message(&body);
             let mut parts = parts(headers, &anyone);
             assert!(
                 state
-                    .sessionless_answer(
-                        message,
-                        rmcp_compat::rmcp_message(&body).as_ref(),
-                        &parts,
-                        &anyone
-                    )
+                    .sessionless_answer(message, typed.as_ref(), &parts, &anyone)
                     .is_some()
             );
             for host in [Some("a b"), Some("[::1"), None] {
@@ -371,12 +367,7 @@ mod tests {
                 };
                 assert!(
                     state
-                        .sessionless_answer(
-                            message,
-                            rmcp_compat::rmcp_message(&body).as_ref(),
-                            &parts,
-                            &anyone
-                        )
+                        .sessionless_answer(message, typed.as_ref(), &parts, &anyone)
                         .is_none(),
                     "{host:?}"
                 );
