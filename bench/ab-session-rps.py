@@ -16,8 +16,6 @@ then the medians and new ÷ base. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import statistics
 import sys
@@ -31,18 +29,7 @@ def rates(binary: str, mode: str, version: str, conns: list[int], secs: int, wor
     args = argparse.Namespace(sysom=binary)
     p, port = bench.start_sysom_http(args, workdir)
     try:
-        headers = bench.open_session(port, version)
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        c.request("POST", bench.MCP_PATH, body=json.dumps(bench.session_request(version, "x-1")),
-                  headers={**bench.JSON_HEADERS, **headers})
-        r = c.getresponse()
-        got = bench.decode_answer(r.read())
-        c.close()
-        assert r.status == 200 and got["result"]["tools"], r.status
-        lua = os.path.join(workdir, f"ab-{mode}.lua")
-        with open(lua, "w") as f:
-            f.write(bench.WRK_SESSION_LUA % ("\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()),
-                                             json.dumps(bench.session_request(version, "__ID__"))))
+        lua, _, _ = bench.session_wrk_script(port, version, os.path.join(workdir, f"ab-{mode}.lua"))
         bench.wrk(lua, port, 8, 1)  # warm-up
         out = {}
         for n in conns:

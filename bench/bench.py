@@ -573,6 +573,25 @@ def session_request(version: str, rid) -> dict:
     return msg
 
 
+def session_wrk_script(port: int, version: str, lua: str) -> tuple[str, bytes, str]:
+    """Opens a session on `port` (or the 2026-07-28 headers), checks that one `tools/list` in
+    it answers with the tools, and writes to `lua` a wrk script sending that request with unique
+    ids. Returns the script's path, the answer's bytes and its content type."""
+    headers = open_session(port, version)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", MCP_PATH, body=json.dumps(session_request(version, "x-1")),
+              headers={**JSON_HEADERS, **headers})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    got = decode_answer(body)
+    assert r.status == 200 and got["id"] == "x-1" and got["result"]["tools"], (r.status, body[:300])
+    with open(lua, "w") as f:
+        f.write(WRK_SESSION_LUA % ("\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()),
+                                   json.dumps(session_request(version, "__ID__"))))
+    return lua, body, r.getheader("content-type")
+
+
 def bench_session_rps(args, workdir, R) -> None:
     """tools/list in an initialized session (and in the 2026-07-28 protocol), against
     bare-hyper answering the very bytes of that answer, for this build and (--sysom-before)
@@ -584,21 +603,9 @@ def bench_session_rps(args, workdir, R) -> None:
         answer, ctype = None, None
         for name, binary in builds:
             p, port = start_sysom_http(args, workdir, binary=binary)
-            headers = open_session(port, version)
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            c.request("POST", MCP_PATH, body=json.dumps(session_request(version, "x-1")),
-                      headers={**JSON_HEADERS, **headers})
-            r = c.getresponse()
-            body = r.read()
-            c.close()
-            got = decode_answer(body)
-            assert r.status == 200 and got["id"] == "x-1" and got["result"]["tools"], (r.status, body[:300])
+            lua, body, body_type = session_wrk_script(port, version, os.path.join(workdir, f"session-{mode}-{name}.lua"))
             if name == "sysom":
-                answer, ctype = body, r.getheader("content-type")
-            lua = os.path.join(workdir, f"session-{mode}-{name}.lua")
-            with open(lua, "w") as f:
-                f.write(WRK_SESSION_LUA % ("\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()),
-                                           json.dumps(session_request(version, "__ID__"))))
+                answer, ctype = body, body_type
             wrk(lua, port, 8, 1)  # warm-up
             for conns in (1, 32):
                 R[f"sess_{mode}_{name}_{conns}"] = r = wrk(lua, port, conns, args.wrk_secs)
